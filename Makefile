@@ -1,0 +1,34 @@
+# Two commands for a fresh machine:  make demo  (train LeNet-5 on Fashion-MNIST)  and  make test.
+# Each creates its own virtual environment in .venv and installs what it needs.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Real datasets for tests (MNIST lives beside the repository; never copied into it).
+export MINICNN_DATA ?= $(abspath ../shared/datasets)
+FASHION_DEBIAN := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test data bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is the CPU build; an open range pulls several GB of CUDA.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[reference,test]'
+	touch $@
+
+# Fashion-MNIST from Debian when we can (root + apt); otherwise minicnn downloads it itself.
+data:
+	@if [ ! -d $(FASHION_DEBIAN) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: $(VENV)/.installed data
+	$(PY) -m minicnn train --model lenet5 --dataset fashion-mnist --epochs 1 \
+		--batch-size 64 --optimizer adam --lr 1e-3 --seed 0 --out runs/demo
+
+test: $(VENV)/.installed data
+	MINICNN_REQUIRE_FRAMEWORKS=1 MINICNN_REQUIRE_DATA=1 $(PY) -m pytest -n 2 -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,157 @@
+"""Pooling as plain loops that read like the definition (slow: for learning, and as the reference).
+
+Every function takes x of shape (N, C, H, W), ``kernel = (kh, kw)``, ``stride = (sh, sw)`` and
+``pads = ((top, bottom), (left, right))``. Window (i, j) covers the rows
+``i·sh − top … i·sh − top + kh − 1`` and the columns ``j·sw − left … j·sw − left + kw − 1`` of x;
+the parts of a window that fall outside x are padding. There are
+
+    H_out = (H + top + bottom − kh) // sh + 1        W_out = (W + left + right − kw) // sw + 1
+
+windows along each axis. Instead of building a padded copy of x, each window is clipped to
+the real rows and columns (``_window``): padding holds −inf for max pooling and 0 for sum
+pooling, so leaving it out gives the same answer, and the clipped size is exactly the count
+that average pooling with ``count_include_pad=False`` divides by.
+
+``pool_fast`` has the same functions, vectorised; the tests check that the two agree.
+"""
+import numpy as np
+
+
+def _output_size(size, kernel, stride, pad):
+    return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+def _window(i, j, kernel, stride, pads, H, W):
+    """The rows and the columns of x that window (i, j) covers, padding left out."""
+    top = i * stride[0] - pads[0][0]
+    left = j * stride[1] - pads[1][0]
+    rows = range(max(top, 0), min(top + kernel[0], H))
+    cols = range(max(left, 0), min(left + kernel[1], W))
+    return rows, cols
+
+
+def _output_shape(x_shape, kernel, stride, pads):
+    N, C, H, W = x_shape
+    return (N, C, _output_size(H, kernel[0], stride[0], pads[0]),
+            _output_size(W, kernel[1], stride[1], pads[1]))
+
+
+# ----------------------------------------------------------------------------------------
+# max pooling
+# ----------------------------------------------------------------------------------------
+def max_forward(x, kernel, stride, pads):
+    """out[n, c, i, j] = the largest x[n, c, h, w] under window (i, j).
+
+    x (N, C, H, W) -> out (N, C, H_out, W_out), same dtype; the cache remembers where each
+    maximum came from, (row, column) in x, because only that element receives gradient.
+    """
+    N, C, H, W = x.shape
+    out = np.empty(_output_shape(x.shape, kernel, stride, pads), dtype=x.dtype)
+    H_out, W_out = out.shape[2:]
+    winner = np.empty((N, C, H_out, W_out, 2), dtype=np.intp)
+    for n in range(N):
+        for c in range(C):
+            for i in range(H_out):
+                for j in range(W_out):
+                    rows, cols = _window(i, j, kernel, stride, pads, H, W)
+                    best = (rows[0], cols[0])
+                    for h in rows:
+                        for w in cols:
+                            # Strictly greater: on a tie the first maximum in row-major
+                            # order keeps the gradient, as in PyTorch.
+                            if x[n, c, h, w] > x[n, c, best[0], best[1]]:
+                                best = (h, w)
+                    out[n, c, i, j] = x[n, c, best[0], best[1]]
+                    winner[n, c, i, j] = best
+    return out, (x.shape, winner)
+
+
+def max_backward(dout, cache):
+    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): each dout goes to its window's maximum.
+
+    With overlapping windows one element can win several windows; its gradients add up.
+    """
+    x_shape, winner = cache
+    N, C, H_out, W_out = dout.shape
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(H_out):
+                for j in range(W_out):
+                    h, w = winner[n, c, i, j]
+                    dx[n, c, h, w] += dout[n, c, i, j]
+    return dx
+
+
+# ----------------------------------------------------------------------------------------
+# sum and average pooling
+# ----------------------------------------------------------------------------------------
+def sum_forward(x, kernel, stride, pads):
+    """out[n, c, i, j] = the sum of x[n, c, h, w] under window (i, j) (padding adds 0).
+
+    x (N, C, H, W) -> out (N, C, H_out, W_out), same dtype.
+    """
+    return _divided_sums(x, kernel, stride, pads, lambda rows, cols: 1)
+
+
+def sum_backward(dout, cache):
+    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): every element of a window gets its dout."""
+    return avg_backward(dout, cache)
+
+
+def avg_forward(x, kernel, stride, pads, count_include_pad):
+    """out[n, c, i, j] = the mean of window (i, j): its sum divided by
+
+    * kh·kw when ``count_include_pad`` (padding counts as zeros; PyTorch's default), or
+    * the number of real elements under the window otherwise (Keras' "same").
+
+    x (N, C, H, W) -> out (N, C, H_out, W_out), same dtype.
+    """
+    if count_include_pad:
+        return _divided_sums(x, kernel, stride, pads, lambda rows, cols: kernel[0] * kernel[1])
+    return _divided_sums(x, kernel, stride, pads, lambda rows, cols: len(rows) * len(cols))
+
+
+def _divided_sums(x, kernel, stride, pads, count):
+    """out[n, c, i, j] = (sum of window (i, j)) / count(rows, cols) of that window.
+
+    The cache keeps every window's divisor, shape (H_out, W_out), for the backward pass.
+    """
+    N, C, H, W = x.shape
+    out = np.empty(_output_shape(x.shape, kernel, stride, pads), dtype=x.dtype)
+    H_out, W_out = out.shape[2:]
+    divisor = np.empty((H_out, W_out), dtype=x.dtype)
+    for i in range(H_out):
+        for j in range(W_out):
+            rows, cols = _window(i, j, kernel, stride, pads, H, W)
+            divisor[i, j] = count(rows, cols)
+            for n in range(N):
+                for c in range(C):
+                    total = x.dtype.type(0)
+                    for h in rows:
+                        for w in cols:
+                            total += x[n, c, h, w]
+                    out[n, c, i, j] = total / divisor[i, j]
+    return out, (x.shape, kernel, stride, pads, divisor)
+
+
+def avg_backward(dout, cache):
+    """dout (N, C, H_out, W_out) -> dx (N, C, H, W).
+
+    Each window spreads dout / divisor over its real elements (the padding's share is
+    dropped); overlapping windows add up.
+    """
+    x_shape, kernel, stride, pads, divisor = cache
+    N, C, H, W = x_shape
+    H_out, W_out = dout.shape[2:]
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for i in range(H_out):
+        for j in range(W_out):
+            rows, cols = _window(i, j, kernel, stride, pads, H, W)
+            for n in range(N):
+                for c in range(C):
+                    share = dout[n, c, i, j] / divisor[i, j]
+                    for h in rows:
+                        for w in cols:
+                            dx[n, c, h, w] += share
+    return dx

@@ -1,0 +1,174 @@
+"""The 2-D convolution layer (NCHW), PyTorch's Conv2d with Keras' "same"/"valid" padding."""
+import math
+
+import numpy as np
+
+from .. import kernels
+from ..errors import ShapeError
+from ..parameter import Parameter
+from ..random import get_rng
+from ..shapes import check_window_fits, pair, resolve_padding, window_formula
+from .base import Layer
+
+
+def _positive_pair(value, name):
+    result = pair(value, name)
+    if min(result) < 1:
+        raise ValueError(f"Conv2D: {name} must be positive, got {value!r}")
+    return result
+
+
+def _positive_int(value, name):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"Conv2D: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_padding(padding):
+    """The padding as stored: a lower-case "same"/"valid", or ints >= 0 (ValueError otherwise)."""
+    if isinstance(padding, str):
+        if padding.lower() not in ("same", "valid"):
+            raise ValueError(f'Conv2D: padding must be an int, a pair, a pair of pairs, "valid" or '
+                             f'"same", got {padding!r}')
+        return padding.lower()
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+            isinstance(p, (tuple, list)) for p in padding):
+        amounts = [v for p in padding for v in pair(tuple(p), "padding")]
+    else:
+        amounts = pair(padding, "padding")
+    if min(amounts) < 0:
+        raise ValueError(f"Conv2D: padding must be >= 0, got {padding!r}")
+    return padding
+
+
+class Conv2D(Layer):
+    """2-D convolution (a cross-correlation, as in every deep-learning library).
+
+    Conv2D(in_channels=C, out_channels=O, kernel_size=(kh, kw), stride=S, padding=P, dilation=D)
+
+    input  x:      (N, C, H, W)
+    weight:        (O, C, kh, kw)
+    bias:          (O,)  (or None with bias=False)
+    output y:      (N, O, H_out, W_out)
+
+        y[n, o, i, j] = bias[o] + Σ_{c, p, q} x_pad[n, c, i·S_h + p·D_h, j·S_w + q·D_w] · weight[o, c, p, q]
+        H_out = floor((H + P_top + P_bottom − D_h·(kh − 1) − 1)/S_h) + 1     (W_out likewise)
+
+    kernel_size, stride, dilation: an int or a pair (rows, columns).
+    padding: an int or a pair (the same on both sides, as PyTorch), a pair of pairs
+    ((top, bottom), (left, right)), "valid" (no padding) or "same" (Keras/TensorFlow: the output
+    has ceil(H/S) rows; when the total padding is odd the extra row/column goes at the
+    bottom/right).
+    The weights are initialised as PyTorch does: U(−1/√fan_in, 1/√fan_in) with fan_in = C·kh·kw,
+    for the weight and the bias, drawn from ``minicnn.random.get_rng(rng)``.
+    The layer computes in ``dtype`` (float32 by default); inputs are cast to it.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size = _positive_pair(kernel_size, "kernel_size")
+        self.stride = _positive_pair(stride, "stride")
+        self.dilation = _positive_pair(dilation, "dilation")
+        self.padding = _check_padding(padding)
+        dtype = np.dtype(dtype)
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"Conv2D: dtype must be a floating type, got {dtype}")
+
+        rng = get_rng(rng)
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        # PyTorch's kaiming_uniform_(a=√5): gain √(2/(1 + 5)) · √(3/fan_in) = 1/√fan_in
+        bound = 1.0 / math.sqrt(fan_in)
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype), "weight")
+        self.bias = (Parameter(rng.uniform(-bound, bound, self.out_channels).astype(dtype), "bias")
+                     if bias else None)
+        self._cache = None
+        self._kernels = None
+        self._out_shape = None
+
+    @property
+    def dtype(self):
+        """The layer computes in its weight's dtype."""
+        return self.weight.data.dtype
+
+    def padding_for(self, H, W):
+        """((top, bottom), (left, right)) for an input of H rows and W columns."""
+        return resolve_padding(self.padding, (H, W), self.kernel_size, self.stride, self.dilation)
+
+    # -- shapes ---------------------------------------------------------------------------
+    def output_shape(self, input_shape):
+        shape = self._expect_rank(input_shape, 4, "(N, C, H, W)")
+        n, c, h, w = shape
+        if c != self.in_channels:
+            raise ShapeError(
+                f"{self!r}: expected {self.in_channels} input channel"
+                f"{'s' if self.in_channels != 1 else ''}: input "
+                f"(N, {self.in_channels}, H, W), got {shape}")
+        pads = self.padding_for(h, w)
+        try:
+            h_out = check_window_fits(self, "H", h, self.kernel_size[0], self.stride[0], pads[0],
+                                      self.dilation[0])
+            w_out = check_window_fits(self, "W", w, self.kernel_size[1], self.stride[1], pads[1],
+                                      self.dilation[1])
+        except ShapeError as err:
+            # the smallest input the window fits, so the message says what was expected
+            need = [d * (k - 1) + 1 - sum(p)
+                    for d, k, p in zip(self.dilation, self.kernel_size, pads)]
+            raise ShapeError(f"{err}\n  expected input (N, {self.in_channels}, H >= {need[0]}, "
+                             f"W >= {need[1]}), got {shape}") from None
+        return (n, self.out_channels, h_out, w_out)
+
+    def explain(self, input_shape):
+        """['H: (28 + 2·2 − 5)/1 + 1 = 28', 'W: ...'] for input_shape (N, C, H, W)."""
+        shape = self._expect_rank(input_shape, 4, "(N, C, H, W)")
+        h, w = shape[2:]
+        pads = self.padding_for(h, w)
+        return [f"{axis}: " + window_formula(size, k, s, p, d)
+                for axis, size, k, s, p, d in zip("HW", (h, w), self.kernel_size, self.stride,
+                                                   pads, self.dilation)]
+
+    # -- the two passes ---------------------------------------------------------------------
+    def forward(self, x):
+        """x (N, C, H, W) -> y (N, O, H_out, W_out)."""
+        x = self._check_input(x)
+        pads = self.padding_for(x.shape[2], x.shape[3])
+        # remembered so that backward uses the kernels whose cache it receives
+        self._kernels = kernels.conv()
+        bias = self.bias.data if self.bias is not None else None
+        y, self._cache = self._kernels.forward(x, self.weight.data, bias, self.stride, pads,
+                                               self.dilation)
+        self._out_shape = y.shape
+        return y
+
+    def backward(self, dy):
+        """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad."""
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        dy = np.asarray(dy, dtype=self.dtype)
+        if dy.shape != self._out_shape:
+            raise ShapeError(f"{self!r}: backward expected dy of the output's shape "
+                             f"{self._out_shape}, got {dy.shape}")
+        dx, dw, db = self._kernels.backward(dy, self._cache)
+        self.weight.grad = dw
+        if self.bias is not None:
+            self.bias.grad = db
+        return dx
+
+    def __repr__(self):
+        parts = [f"{self.in_channels}, {self.out_channels}", f"kernel_size={self.kernel_size}",
+                 f"stride={self.stride}"]
+        if isinstance(self.padding, str):
+            if self.padding != "valid":
+                parts.append(f"padding={self.padding!r}")
+        elif isinstance(self.padding, (tuple, list)) and isinstance(self.padding[0], (tuple, list)):
+            parts.append(f"padding={tuple(tuple(p) for p in self.padding)}")
+        elif pair(self.padding) != (0, 0):
+            parts.append(f"padding={pair(self.padding)}")
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={self.dilation}")
+        if self.bias is None:
+            parts.append("bias=False")
+        return f"Conv2D({', '.join(parts)})"
