@@ -1,0 +1,174 @@
+"""Activations: ReLU, Tanh, Sigmoid, Softmax, LogSoftmax. No parameters.
+
+Each works elementwise (or along one axis, for the softmaxes) on an input of any shape and
+returns an output of the same shape, computed in the input's float dtype (an integer input is
+computed in float64). ``axis=1`` is the class axis of (N, C) and the channel axis of NCHW, as
+PyTorch's ``dim=1``; Keras, being NHWC, normalises along its last axis instead.
+"""
+import numpy as np
+
+from ..errors import ShapeError
+from .base import Layer
+
+
+def as_float(x):
+    """``x`` as an array of its own float dtype, or float64 when it holds integers or bools."""
+    x = np.asarray(x)
+    return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
+
+
+def check_upstream(layer, dy, shape, dtype):
+    """``dy`` as an array of ``dtype``; ShapeError unless it has the forward output's ``shape``.
+
+    Elementwise backward passes would otherwise broadcast a wrong-shaped ``dy`` silently.
+    """
+    if shape is None:
+        raise RuntimeError(f"{layer!r}: backward called before forward")
+    dy = np.asarray(dy)
+    if dy.shape != tuple(shape):
+        raise ShapeError(f"{layer!r}: backward expected dy of the output's shape {tuple(shape)}, "
+                         f"got {dy.shape}")
+    return dy.astype(dtype, copy=False)
+
+
+class _Elementwise(Layer):
+    """An activation applied to every entry: any input shape, the same output shape."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None  # what backward needs: a mask or the output
+        self._shape = self._dtype = None
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def _upstream(self, dy):
+        return check_upstream(self, dy, self._shape, self._dtype)
+
+
+class ReLU(_Elementwise):
+    """y = max(x, 0).
+
+    forward:  x (any shape) -> y (same shape)
+    backward: dy (same shape) -> dx = dy · [x > 0]   (the gradient at exactly 0 is 0, as in
+              PyTorch and TensorFlow)
+    """
+
+    def forward(self, x):
+        x = as_float(x)
+        self._cache, self._shape, self._dtype = x > 0, x.shape, x.dtype
+        return np.maximum(x, 0)
+
+    def backward(self, dy):
+        return np.where(self._cache, self._upstream(dy), 0)
+
+
+class Tanh(_Elementwise):
+    """y = tanh(x).
+
+    forward:  x (any shape) -> y (same shape), in (−1, 1)
+    backward: dy (same shape) -> dx = dy · (1 − y²)
+    """
+
+    def forward(self, x):
+        x = as_float(x)
+        y = np.tanh(x)
+        self._cache, self._shape, self._dtype = y, y.shape, y.dtype
+        return y
+
+    def backward(self, dy):
+        y = self._cache
+        dy = self._upstream(dy)
+        return dy * (1 - y * y)
+
+
+class Sigmoid(_Elementwise):
+    """y = 1 / (1 + exp(−x)), computed without overflow for any x.
+
+    exp(−x) overflows for x < −709 (float64) or x < −88 (float32), so both branches are
+    written with e = exp(−|x|) <= 1:  y = 1/(1 + e) for x >= 0,  y = e/(1 + e) for x < 0.
+
+    forward:  x (any shape) -> y (same shape), in [0, 1]
+    backward: dy (same shape) -> dx = dy · y · (1 − y)
+    """
+
+    def forward(self, x):
+        x = as_float(x)
+        e = np.exp(-np.abs(x))
+        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        self._cache, self._shape, self._dtype = y, y.shape, y.dtype
+        return y
+
+    def backward(self, dy):
+        y = self._cache
+        dy = self._upstream(dy)
+        return dy * y * (1 - y)
+
+
+class _AlongAxis(_Elementwise):
+    """A normalisation along one axis (the class / channel axis 1 by default)."""
+
+    def __init__(self, axis=1):
+        super().__init__()
+        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+            raise TypeError(f"{type(self).__name__}: axis must be an int, got {axis!r}")
+        self.axis = int(axis)
+
+    def output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if not -len(input_shape) <= self.axis < len(input_shape):
+            raise ShapeError(
+                f"{self!r}: axis {self.axis} does not exist in an input of rank "
+                f"{len(input_shape)}, shape {input_shape} (expected e.g. (N, C) or (N, C, H, W) "
+                f"for axis=1)")
+        return input_shape
+
+    def __repr__(self):
+        return f"{type(self).__name__}(axis={self.axis})"
+
+
+class Softmax(_AlongAxis):
+    """y = exp(x) / sum(exp(x)) along ``axis``: probabilities that sum to 1 along it.
+
+    The maximum along the axis is subtracted first: it cancels in the ratio and keeps exp()
+    from overflowing (logits of 1000 stay finite).
+
+    forward:  x (N, C) or (N, C, H, W) (any shape with ``axis``) -> y (same shape)
+    backward: dy (same shape) -> dx = y · (dy − sum(dy · y, axis))
+    """
+
+    def forward(self, x):
+        x = self._check_input(as_float(x))
+        e = np.exp(x - x.max(axis=self.axis, keepdims=True))
+        y = e / e.sum(axis=self.axis, keepdims=True)
+        self._cache, self._shape, self._dtype = y, y.shape, y.dtype
+        return y
+
+    def backward(self, dy):
+        y = self._cache
+        dy = self._upstream(dy)
+        return y * (dy - np.sum(dy * y, axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(_AlongAxis):
+    """y = x − log(sum(exp(x))) along ``axis``: log-probabilities, as PyTorch's LogSoftmax.
+
+    The log-sum-exp is computed as m + log(sum(exp(x − m))) with m the maximum along the
+    axis: no overflow, and no log(0) where a probability underflows (log(softmax(x)) would
+    give −inf there).
+
+    forward:  x (N, C) or (N, C, H, W) (any shape with ``axis``) -> y (same shape)
+    backward: dy (same shape) -> dx = dy − softmax(x) · sum(dy, axis)
+    """
+
+    def forward(self, x):
+        x = self._check_input(as_float(x))
+        shifted = x - x.max(axis=self.axis, keepdims=True)
+        y = shifted - np.log(np.exp(shifted).sum(axis=self.axis, keepdims=True))
+        self._cache, self._shape, self._dtype = y, y.shape, y.dtype
+        return y
+
+    def backward(self, dy):
+        y = self._cache
+        dy = self._upstream(dy)
+        return dy - np.exp(y) * np.sum(dy, axis=self.axis, keepdims=True)
