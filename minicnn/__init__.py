@@ -1,0 +1,15 @@
+"""minicnn: a convolutional-network stack from scratch in NumPy and Numba, layout NCHW.
+
+    import minicnn as mc
+    model = mc.Sequential([mc.Conv2D(1, 6, 5, padding=2), mc.ReLU(), mc.AvgPool2D(2), ...])
+"""
+from .errors import ShapeError
+from .layers import (AvgPool2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
+                     LogSoftmax, MaxPool2D, ReLU, Sigmoid, Softmax, SumPool2D, Tanh)
+from .losses import CategoricalCrossentropy, CrossEntropyLoss, NLLLoss
+from .model import Sequential
+from .parameter import Parameter
+from .random import manual_seed
+from . import data, kernels, optim, zoo  # noqa: E402  (submodules users reach as mc.optim.Adam)
+
+__version__ = "0.1.0"
