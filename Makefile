@@ -28,7 +28,9 @@ demo: $(VENV)/.installed data
 		--batch-size 64 --optimizer adam --lr 1e-3 --seed 0 --out runs/demo
 
 test: $(VENV)/.installed data
-	MINICNN_REQUIRE_FRAMEWORKS=1 MINICNN_REQUIRE_DATA=1 $(PY) -m pytest -n 2 -q
+	# one BLAS thread per pytest worker: two workers already fill the two cores
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINICNN_REQUIRE_FRAMEWORKS=1 MINICNN_REQUIRE_DATA=1 \
+		$(PY) -m pytest -n 2 -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

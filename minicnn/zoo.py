@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, LogSoftmax, MaxPool2D, ReLU, Softmax
 from .model import Sequential
+from .random import get_rng
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ def _register(input_shape, loss, dataset, article):
         spec = Spec(fn.__name__, input_shape, loss, dataset, article)
 
         def build(**kwargs):
+            # one generator for the whole model: an int seed given to every layer would restart
+            # the same random stream in each layer, and their initial weights would be correlated
+            kwargs["rng"] = get_rng(kwargs.get("rng"))
             model = fn(**kwargs)
             model.spec = spec
             return model

@@ -54,3 +54,13 @@ def test_parameter_counts_equal_torch(name):
 def test_unknown_name_lists_the_zoo():
     with pytest.raises(ValueError, match="lenet5"):
         mc.zoo.get("resnet9000")
+
+
+def test_layers_of_a_seeded_model_draw_independent_weights():
+    """An int seed seeds ONE generator for the model, not the same stream again in every layer."""
+    model = mc.zoo.lenet5(rng=0)
+    a = model[7].weight.data.reshape(-1)[:50] * np.sqrt(400)   # both U(-1, 1) once rescaled
+    b = model[9].weight.data.reshape(-1)[:50] * np.sqrt(120)
+    assert not np.allclose(a, b)
+    again = mc.zoo.lenet5(rng=0)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), again.parameters()))
