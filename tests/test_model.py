@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import minicnn as mc
-from twins import (assert_close, finite_differences, keras, nchw_to_nhwc, requires_keras,
+from twins import (assert_close, check_numeric_gradients, finite_differences, keras, nchw_to_nhwc, requires_keras,
                    requires_torch, torch_twin)
 
 
@@ -92,21 +92,8 @@ def test_whole_cnn_finite_differences():
 
     objective()
     dx = model.backward(loss.backward())
-    eps = 1e-6
-    for name, array, grad in [("input", x, dx)] + [(n, p.data, p.grad.copy())
-                                                    for n, p in model.named_parameters()]:
-        flat, numeric = array.reshape(-1), []
-        picks = rng.choice(flat.size, size=min(25, flat.size), replace=False)
-        for i in picks:
-            old = flat[i]
-            flat[i] = old + eps
-            up = objective()
-            flat[i] = old - eps
-            down = objective()
-            flat[i] = old
-            numeric.append((up - down) / (2 * eps))
-        assert_close(f"d loss / d {name} vs finite differences", grad.reshape(-1)[picks],
-                     np.array(numeric), rtol=1e-6, atol=1e-9)
+    analytic = [("input", x, dx)] + [(n, p.data, p.grad.copy()) for n, p in model.named_parameters()]
+    check_numeric_gradients(objective, analytic, rng, max_entries=25, config="small CNN + cross-entropy")
 
 
 def test_sequential_finite_differences_helper():

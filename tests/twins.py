@@ -114,6 +114,17 @@ def _torch_param(p):
     return torch.tensor(p.data, requires_grad=True)
 
 
+def _torch_weighted_twin(layer, mod, fwd):
+    """Copy the layer's weight and bias into the torch module (same shapes, same dtype)."""
+    mod.to(torch.from_numpy(layer.weight.data).dtype)
+    with torch.no_grad():
+        mod.weight.copy_(torch.from_numpy(layer.weight.data))
+        if layer.bias is not None:
+            mod.bias.copy_(torch.from_numpy(layer.bias.data))
+    params = [mod.weight] + ([mod.bias] if layer.bias is not None else [])
+    return Twin(fwd, params, [lambda g: g] * len(params))
+
+
 def torch_twin(layer, input_shape):
     """The PyTorch twin of ``layer`` (float64 or float32, as the layer), same weights."""
     if torch is None:
@@ -129,22 +140,10 @@ def torch_twin(layer, input_shape):
             mod = tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                              layer.stride, 0, layer.dilation, bias=layer.bias is not None)
             fwd = lambda x: mod(F.pad(x, (l, r, t, b)))  # noqa: E731
-        mod = mod.to(torch.from_numpy(layer.weight.data).dtype)
-        with torch.no_grad():
-            mod.weight.copy_(torch.from_numpy(layer.weight.data))
-            if layer.bias is not None:
-                mod.bias.copy_(torch.from_numpy(layer.bias.data))
-        params = [mod.weight] + ([mod.bias] if layer.bias is not None else [])
-        return Twin(fwd, params, [lambda g: g] * len(params))
+        return _torch_weighted_twin(layer, mod, fwd)
     if isinstance(layer, L.Dense):
         mod = tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-        mod = mod.to(torch.from_numpy(layer.weight.data).dtype)
-        with torch.no_grad():
-            mod.weight.copy_(torch.from_numpy(layer.weight.data))
-            if layer.bias is not None:
-                mod.bias.copy_(torch.from_numpy(layer.bias.data))
-        params = [mod.weight] + ([mod.bias] if layer.bias is not None else [])
-        return Twin(mod, params, [lambda g: g] * len(params))
+        return _torch_weighted_twin(layer, mod, mod)
     if isinstance(layer, (L.MaxPool2D, L.AvgPool2D, L.SumPool2D)):
         (t, b), (l, r) = layer.padding_for(input_shape[2], input_shape[3])
         k, s = layer.kernel_size, layer.stride
@@ -329,6 +328,15 @@ def finite_differences(layer, x, *, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0, befo
             before_forward()
         return float(np.sum(layer.forward(x) * dy))
 
+    check_numeric_gradients(objective, analytic, rng, eps=eps, rtol=rtol, atol=atol,
+                            max_entries=max_entries, config=repr(layer))
+
+
+def check_numeric_gradients(objective, analytic, rng, *, eps=1e-6, rtol=1e-6, atol=1e-9,
+                            max_entries=60, config=""):
+    """Compare each (name, array, gradient) of ``analytic`` with central differences of
+    ``objective()`` (a float), perturbing up to ``max_entries`` random entries of each array in place.
+    """
     for name, array, grad in analytic:
         flat = array.reshape(-1)
         picks = rng.choice(flat.size, size=min(max_entries, flat.size), replace=False)
@@ -342,7 +350,7 @@ def finite_differences(layer, x, *, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0, befo
             flat[i] = old
             numeric[j] = (up - down) / (2 * eps)
         assert_close(f"gradient of {name} vs finite differences", grad.reshape(-1)[picks], numeric,
-                     rtol=rtol, atol=atol, config=repr(layer))
+                     rtol=rtol, atol=atol, config=config)
 
 
 # ----------------------------------------------------------------------------------------

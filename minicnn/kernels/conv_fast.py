@@ -12,14 +12,12 @@ Same functions, signatures and results as ``conv_loops``.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..shapes import window_output_size
+
 
 def _output_size(size, kernel, stride, dilation):
-    """Window positions along one (already padded) axis."""
-    out = (size - dilation * (kernel - 1) - 1) // stride + 1
-    if out < 1:
-        raise ValueError(f"the dilated kernel ({dilation}·({kernel} − 1) + 1) is larger than the "
-                         f"padded input ({size})")
-    return out
+    """Window positions along one (already padded) axis; the layer has checked that it is >= 1."""
+    return window_output_size(size, kernel, stride, (0, 0), dilation)
 
 
 def im2col(x_pad, kernel, stride, dilation):

@@ -8,6 +8,8 @@ The sum over (c, p, q) is one ``np.sum`` over the window; the loops over (n, o, 
 """
 import numpy as np
 
+from ..shapes import window_output_size
+
 
 def _pad(x, pads):
     """x (N, C, H, W) with zeros added: ((top, bottom), (left, right)) -> (N, C, H_pad, W_pad)."""
@@ -16,12 +18,8 @@ def _pad(x, pads):
 
 
 def _output_size(size, kernel, stride, dilation):
-    """Window positions along one (already padded) axis."""
-    out = (size - dilation * (kernel - 1) - 1) // stride + 1
-    if out < 1:
-        raise ValueError(f"the dilated kernel ({dilation}·({kernel} − 1) + 1) is larger than the "
-                         f"padded input ({size})")
-    return out
+    """Window positions along one (already padded) axis; the layer has checked that it is >= 1."""
+    return window_output_size(size, kernel, stride, (0, 0), dilation)
 
 
 def forward(x, w, b, stride, pads, dilation):
