@@ -1,0 +1,1 @@
+"""The zoo networks written the PyTorch way (NCHW)."""
