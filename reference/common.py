@@ -1,0 +1,75 @@
+"""What the PyTorch and Keras training scripts share with ``python -m minicnn train``.
+
+The options, the data (read by minicnn, scaled to [0, 1] the same way), and the run's
+``metrics.json`` and ``curves.png``: the same keys as minicnn writes, so that one script can
+read the runs of all three frameworks. NumPy and minicnn only; no framework is imported here.
+"""
+import argparse
+import json
+import os
+
+from minicnn import data, plots, zoo
+from minicnn.checkpoint import atomic_write
+
+#: zoo models with a dataset to train on (convnet is a feature block; rps_cnn's images are not
+#: in minicnn.data)
+TRAINABLE = tuple(n for n in zoo.NAMES if zoo.spec(n).dataset in data.DATASETS)
+
+
+def parser(prog, description):
+    """The options of ``python -m minicnn train`` that a reference script has, plus --device."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--model", default="lenet5", choices=TRAINABLE)
+    p.add_argument("--dataset", default=None, help="mnist or fashion-mnist (default: the model's)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+                   help="the framework's own Adam (or plain SGD)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/latest")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: the GPU when the framework sees one")
+    p.add_argument("--limit", type=int, default=0,
+                   help="use only the first N training images (and N // 6 test images)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    return p
+
+
+def load(dataset, limit=0, root=None):
+    """(x_train, y_train, x_test, y_test): float32 (N, 1, 28, 28) in [0, 1] (NCHW, as
+    ToTensor), int64 labels. ``limit`` cuts both splits as ``python -m minicnn train`` does."""
+    x_train, y_train = data.load(dataset, "train", root=root)
+    x_test, y_test = data.load(dataset, "test", root=root)
+    if limit:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+        x_test, y_test = x_test[:max(limit // 6, 1)], y_test[:max(limit // 6, 1)]
+    return data.to_float(x_train), y_train, data.to_float(x_test), y_test
+
+
+def config(args, framework, device):
+    """The run's settings as metrics.json records them (minicnn's keys, plus the framework)."""
+    dataset = args.dataset or zoo.spec(args.model).dataset
+    return {k: v for k, v in vars(args).items()} | {
+        "dataset": dataset, "framework": framework, "device": str(device),
+        "preprocessing": {"dataset": dataset, "scale": "0-1", "mean": None, "std": None},
+        "classes": list(data.CLASSES[dataset])}
+
+
+def write_run(out, config, history, title):
+    """Write OUT/metrics.json (config, history, test_accuracy, test_loss) and OUT/curves.png."""
+    os.makedirs(out, exist_ok=True)
+    metrics = {"config": config, "history": history}
+    if history.get("val_accuracy"):
+        metrics["test_accuracy"] = history["val_accuracy"][-1]
+        metrics["test_loss"] = history["val_loss"][-1]
+    text = json.dumps(metrics, indent=2)
+    atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text.encode()))
+    if history.get("loss"):
+        plots.learning_curves(history, os.path.join(out, "curves.png"), title=title)
+    return metrics
+
+
+def epoch_line(epoch, epochs, logs):
+    shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "seconds")
+    return f"Epoch {epoch + 1}/{epochs} - {logs['seconds']:.1f}s - {shown}"

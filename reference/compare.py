@@ -1,0 +1,283 @@
+"""One network, three frameworks, one starting point: minicnn vs PyTorch vs Keras.
+
+    python reference/compare.py --model lenet5 --dataset fashion-mnist --epochs 10
+    python reference/compare.py --model lenet5 --epochs 1 --limit 6000     # a short run
+    python reference/compare.py --model lenet5 --epochs 30 --device cuda   # frameworks on the GPU
+
+The minicnn zoo model is built (seeded) and its weights are copied into the idiomatic PyTorch
+and Keras versions (reference/torch/models.py, reference/keras/models.py) with
+``minicnn.interop``; the script checks that the three give the same outputs before training.
+Then each is trained for --epochs with the same batches in the same order (minicnn's shuffles),
+the same learning rate and each framework's own optimizer, and OUT receives:
+
+    comparison.md      the table: framework, test accuracy, test loss, time per epoch,
+                       parameters, how far the final weights are from minicnn's, and notes
+    comparison.json    the same numbers, for scripts
+    curves.png         the three learning curves
+    minicnn/ torch/ keras/   each run's metrics.json (the keys of ``python -m minicnn train``)
+
+What is left to differ is exactly what the articles never separated: float32 rounding in
+different orders, and Keras' Adam, which adds its epsilon at another place (lesson 6).
+minicnn runs on the CPU in NumPy; --device moves PyTorch and Keras only.
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# `python reference/compare.py` puts reference/ first on sys.path, where reference/torch and
+# reference/keras would shadow the real torch and keras packages: put the repository root there.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+from minicnn import interop, training, zoo  # noqa: E402
+from minicnn.checkpoint import atomic_write  # noqa: E402
+from minicnn.data import DataLoader  # noqa: E402
+from reference import common  # noqa: E402
+
+FRAMEWORKS = ("minicnn", "torch", "keras")
+#: the copied weights must reproduce minicnn's outputs to float32 rounding before any training
+SAME_START = 1e-5
+
+
+def parse(argv=None):
+    p = common.parser("python reference/compare.py", __doc__.split("\n")[0])
+    p.set_defaults(out=None)
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    args = p.parse_args(argv)
+    args.out = args.out or f"runs/compare-{args.model}"
+    return args
+
+
+def outputs(model, net, keras_model, x):
+    """The three frameworks' outputs for the same NCHW batch x, in eval mode, as NumPy."""
+    import torch
+    from reference.keras.train import to_nhwc
+    model.eval()
+    ours = model(x)
+    model.train()
+    was = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        theirs_torch = net(torch.from_numpy(x).to(device)).cpu().numpy()
+    net.train(was)
+    theirs_keras = np.asarray(keras_model(to_nhwc(x), training=False))
+    return ours, theirs_torch, theirs_keras
+
+
+def train_minicnn(model, x_train, y_train, x_test, y_test, *, loss, epochs, batch_size,
+                  optimizer, lr, seed, batch_losses, verbose=True):
+    """minicnn's fit(), written out (lesson 7) so that every step's loss is kept for the curves.
+
+    The same DataLoader, seed and train_step as fit(): the same batches and the same weights.
+    """
+    criterion = training.make_loss(loss)
+    opt = training.make_optimizer(optimizer, model.parameters(), lr)
+    loader = DataLoader(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)
+    history = {}
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        started = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for xb, yb in loader:
+            step_loss, step_correct = training.train_step(model, criterion, opt, xb, yb)
+            batch_losses.append(step_loss)
+            loss_sum, correct, seen = loss_sum + step_loss * len(xb), correct + step_correct, seen + len(xb)
+        val_loss, val_acc = training.evaluate(model, x_test, y_test, criterion)
+        logs = {"loss": loss_sum / seen, "accuracy": correct / seen, "val_loss": val_loss,
+                "val_accuracy": val_acc, "seconds": time.perf_counter() - started}
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        if verbose:
+            print("minicnn " + common.epoch_line(epoch, epochs, logs), flush=True)
+    return history
+
+
+def weight_gap(model, other):
+    """max |Δ| over all parameters between two minicnn models of the same architecture."""
+    return max(float(np.max(np.abs(a.data.astype(np.float64) - b.data)))
+               for a, b in zip(model.parameters(), other.parameters()))
+
+
+def run(args):
+    """Train the three frameworks; returns the comparison dict written to comparison.json."""
+    import keras
+    import torch
+    from reference.keras import models as keras_models
+    from reference.keras import train as keras_train
+    from reference.torch import models as torch_models
+    from reference.torch import train as torch_train
+
+    spec = zoo.spec(args.model)
+    dataset = args.dataset or spec.dataset
+    x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
+    verbose = not args.quiet
+
+    # -- the same start: minicnn's initial weights, copied into both frameworks ------------
+    model = zoo.get(args.model, rng=args.seed)
+    net = interop.to_torch(model, module=torch_models.build(args.model))
+    keras_device = keras_train.pick_device(args.device)
+    import tensorflow as tf
+    with tf.device(keras_device):
+        keras_model = interop.to_keras(model, keras_model=keras_models.build(args.model))
+    probe = x_test[:64]
+    ours, theirs_torch, theirs_keras = outputs(model, net, keras_model, probe)
+    start = {"torch": float(np.max(np.abs(ours - theirs_torch))),
+             "keras": float(np.max(np.abs(ours - theirs_keras)))}
+    if max(start.values()) > SAME_START:
+        raise SystemExit(f"the copied weights do not reproduce minicnn's outputs: max |Δ| {start}")
+    if verbose:
+        print(f"same start: max |Δ output| vs minicnn on {len(probe)} test images: "
+              f"torch {start['torch']:.1e}, keras {start['keras']:.1e}", flush=True)
+
+    # -- the same batches: minicnn's shuffle of each epoch, fed to all three ---------------
+    order = DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True,
+                       seed=args.seed).order
+    steps = {fw: [] for fw in FRAMEWORKS}
+    options = dict(loss=spec.loss, epochs=args.epochs, batch_size=args.batch_size,
+                   optimizer=args.optimizer, lr=args.lr, seed=args.seed, verbose=verbose)
+    histories, devices = {}, {"minicnn": "cpu (NumPy)"}
+    histories["minicnn"] = train_minicnn(model, x_train, y_train, x_test, y_test,
+                                         batch_losses=steps["minicnn"], **options)
+    torch_device = torch_train.pick_device(args.device)
+    devices["torch"] = str(torch_device)
+    histories["torch"] = torch_train.train(net, x_train, y_train, x_test, y_test,
+                                           device=torch_device, order=order,
+                                           batch_losses=steps["torch"], **options)
+    devices["keras"] = keras_device
+    histories["keras"] = keras_train.train(keras_model, x_train, y_train, x_test, y_test,
+                                           device=keras_device, order=order,
+                                           batch_losses=steps["keras"], **options)
+
+    # -- where they ended -------------------------------------------------------------------
+    net.cpu()
+    ended = {"minicnn": 0.0,
+             "torch": weight_gap(model, interop.from_torch(net, model=zoo.get(args.model))),
+             "keras": weight_gap(model, interop.from_keras(keras_model, model=zoo.get(args.model)))}
+    parameters = {"minicnn": interop.count_parameters(model),
+                  "torch": interop.count_parameters(net),
+                  "keras": interop.count_parameters(keras_model)}
+    versions = {"minicnn": "minicnn (NumPy)", "torch": f"PyTorch {torch.__version__}",
+                "keras": f"Keras {keras.__version__} / TensorFlow {tf.__version__}"}
+    rows = []
+    for fw in FRAMEWORKS:
+        h = histories[fw]
+        rows.append({"framework": fw, "name": versions[fw], "device": devices[fw],
+                     "test_accuracy": h["val_accuracy"][-1], "test_loss": h["val_loss"][-1],
+                     "seconds_per_epoch": float(np.mean(h["seconds"])),
+                     "first_epoch_seconds": h["seconds"][0], "parameters": parameters[fw],
+                     "weight_gap": ended[fw], "start_gap": start.get(fw, 0.0)})
+        config = common.config(args, fw, devices[fw]) | {"compare": True}
+        common.write_run(os.path.join(args.out, fw), config, h,
+                         f"{args.model} on {dataset} ({versions[fw]})")
+    return {"model": args.model, "dataset": dataset, "epochs": args.epochs,
+            "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+            "seed": args.seed, "train_images": len(x_train), "test_images": len(x_test),
+            "loss": spec.loss, "rows": rows, "histories": histories, "step_losses": steps}
+
+
+def table(result):
+    """The comparison as markdown: a title, the table, and the notes that explain it."""
+    lines = [f"# {result['model']} on {result['dataset']}: minicnn, PyTorch and Keras",
+             "",
+             "| framework | device | test accuracy | test loss | time per epoch (s) | parameters "
+             "| max \\|Δ weight\\| vs minicnn |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['name']} | {r['device']} | {r['test_accuracy']:.4f} | "
+                     f"{r['test_loss']:.4f} | {r['seconds_per_epoch']:.1f} | "
+                     f"{r['parameters']:,} | {r['weight_gap']:.2e} |")
+    rows = {r["framework"]: r for r in result["rows"]}
+    adam = (f"Adam, lr {result['lr']:g}: minicnn and PyTorch add eps = 1e-8 to the bias-corrected "
+            f"√v̂; Keras adds epsilon = 1e-7 to the uncorrected √v (lesson 6), the one intended "
+            f"difference in the update rule" if result["optimizer"] == "adam"
+            else f"plain SGD, lr {result['lr']:g}, the same rule in all three")
+    lines += [
+        "",
+        f"- Same start: the three began from minicnn's initial weights (seed {result['seed']}), "
+        f"copied with minicnn.interop; before training their outputs differed by at most "
+        f"{rows['torch']['start_gap']:.1e} (PyTorch) and {rows['keras']['start_gap']:.1e} "
+        f"(Keras).",
+        f"- Same data: {result['train_images']:,} training and {result['test_images']:,} test "
+        f"images scaled to [0, 1] (x / 255, no normalisation), {result['epochs']} epoch(s) of "
+        f"batches of {result['batch_size']} in the same order (minicnn's shuffle of each epoch).",
+        f"- Optimizer: {adam}.",
+        f"- Loss: {result['loss']} (the zoo spec's), written in each framework.",
+        "- Time per epoch: the mean over epochs, evaluation included; Keras' first epoch also "
+        f"traces its training step ({rows['keras']['first_epoch_seconds']:.1f} s for epoch 1).",
+        "- The last column: how far each framework's final weights are from minicnn's; float32 "
+        "rounding in a different order grows over the steps, and Keras' epsilon adds to it.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def smooth(values, window):
+    """Moving average over ``window`` steps (shorter at the start), for a readable curve."""
+    values = np.asarray(values, dtype=np.float64)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    lo = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (sums[1:] - sums[lo]) / (np.arange(1, len(values) + 1) - lo)
+
+
+def plot(result, path):
+    """Left: the training loss of every step (light) and its moving average, per framework.
+    Right: the test accuracy after each epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"minicnn": ("C0", "-", "o"), "torch": ("C1", "--", "s"), "keras": ("C2", ":", "^")}
+    rows = {r["framework"]: r for r in result["rows"]}
+    for fw, losses in result["step_losses"].items():
+        color, line, marker = styles[fw]
+        window = max(1, len(losses) // 40)
+        ax_loss.plot(np.arange(1, len(losses) + 1), losses, color=color, alpha=0.2, lw=0.8)
+        ax_loss.plot(np.arange(1, len(losses) + 1), smooth(losses, window), color=color,
+                     ls=line, lw=1.6, label=f"{rows[fw]['name']} (mean of {window} steps)")
+        accuracy = result["histories"][fw]["val_accuracy"]
+        ax_acc.plot(np.arange(1, len(accuracy) + 1), accuracy, color=color, ls=line, marker=marker,
+                    label=f"{rows[fw]['name']}: {accuracy[-1]:.4f}")
+    per_epoch = -(-result["train_images"] // result["batch_size"])
+    for epoch in range(1, result["epochs"]):
+        ax_loss.axvline(epoch * per_epoch, color="grey", lw=0.6, ls=":")
+    ax_loss.set(xlabel=f"step (batches of {result['batch_size']})", ylabel="training loss")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy")
+    ax_acc.set_xticks(np.arange(1, result["epochs"] + 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result['model']} on {result['dataset']}: the same start in minicnn, PyTorch "
+                 f"and Keras")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse(argv)
+    started = time.perf_counter()
+    result = run(args)
+    text = table(result)
+    os.makedirs(args.out, exist_ok=True)
+    atomic_write(os.path.join(args.out, "comparison.md"), lambda f: f.write(text.encode()))
+    blob = json.dumps(result, indent=2)
+    atomic_write(os.path.join(args.out, "comparison.json"), lambda f: f.write(blob.encode()))
+    plot(result, os.path.join(args.out, "curves.png"))
+    print("\n" + text)
+    print(f"wrote {args.out}/comparison.md, comparison.json, curves.png and one metrics.json per "
+          f"framework ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
