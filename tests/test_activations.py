@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import minicnn as mc
 from minicnn.errors import ShapeError
-from twins import compare, finite_differences, requires_keras, requires_torch
+from twins import compare, check_finite_differences, requires_keras, requires_torch
 
 ACTIVATIONS = [mc.ReLU, mc.Tanh, mc.Sigmoid, mc.Softmax, mc.LogSoftmax]
 IDS = [cls.__name__ for cls in ACTIVATIONS]
@@ -76,7 +76,7 @@ def test_finite_differences(cls, shape):
     x = np.random.default_rng(len(shape)).standard_normal(shape) * 2
     if cls is mc.ReLU:  # the kink at 0 is not differentiable: keep the entries away from it
         x = np.where(np.abs(x) < 1e-3, 0.5, x)
-    finite_differences(cls(), x)
+    check_finite_differences(cls(), x)
 
 
 # ----------------------------------------------------------------------------------------

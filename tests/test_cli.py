@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from realdata import load_or_skip
 
 import minicnn as mc
 from minicnn.__main__ import main
@@ -11,12 +12,7 @@ from minicnn.__main__ import main
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    try:
-        mc.data.load("fashion-mnist", "test", download=False)
-    except mc.data.DataError as err:
-        if os.environ.get("MINICNN_REQUIRE_DATA") == "1":
-            raise
-        pytest.skip(f"Fashion-MNIST not available: {err}")
+    load_or_skip("fashion-mnist", "test")
     out = tmp_path_factory.mktemp("run")
     code = main(["train", "--model", "lenet5", "--dataset", "fashion-mnist", "--epochs", "2",
                  "--limit", "1200", "--batch-size", "32", "--lr", "2e-3", "--seed", "0",

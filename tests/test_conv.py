@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import minicnn as mc
 from minicnn import kernels
 from minicnn.kernels import conv_fast, conv_loops
-from twins import assert_close, compare, finite_differences, requires_keras, requires_torch
+from twins import assert_close, compare, check_finite_differences, requires_keras, requires_torch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -208,7 +208,7 @@ FD_CASES = [
 def test_finite_differences(cfg, shape, backend):
     layer, x = make(cfg, shape)
     with kernels.using(backend):
-        finite_differences(layer, x, max_entries=30 if backend == "loops" else 60)
+        check_finite_differences(layer, x, max_entries=30 if backend == "loops" else 60)
 
 
 # ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import minicnn as mc
 from minicnn.errors import ShapeError
-from twins import compare, finite_differences, requires_keras, requires_torch, torch
+from twins import compare, check_finite_differences, requires_keras, requires_torch, torch
 
 KERAS_EXAMPLES = min(40, hsettings.default.max_examples)
 
@@ -59,7 +59,7 @@ def test_matches_keras(case, seed):  # the Keras twin is built for (N, in) input
 @pytest.mark.parametrize("shape", [(5, 4), (2, 3, 4)])
 def test_finite_differences(bias, shape):
     layer = mc.Dense(4, 3, bias=bias, dtype=np.float64, rng=1)
-    finite_differences(layer, np.random.default_rng(2).standard_normal(shape))
+    check_finite_differences(layer, np.random.default_rng(2).standard_normal(shape))
 
 
 def test_backward_overwrites_the_gradients():

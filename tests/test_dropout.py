@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import minicnn as mc
 from minicnn.errors import ShapeError
-from twins import finite_differences, requires_torch, torch
+from twins import check_finite_differences, requires_torch, torch
 
 SIGMAS = 5  # a correct implementation fails a 5-sigma binomial bound with probability < 1e-6
 
@@ -93,7 +93,7 @@ def test_finite_differences_with_the_mask_fixed(p):
 
     def same_mask():
         layer.rng = np.random.default_rng(42)
-    finite_differences(layer, _nonzero_input((5, 6)), before_forward=same_mask)
+    check_finite_differences(layer, _nonzero_input((5, 6)), before_forward=same_mask)
 
 
 @requires_torch

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import minicnn as mc
 from minicnn.errors import ShapeError
-from twins import compare_loss, finite_differences_loss, requires_keras, requires_torch
+from twins import compare_loss, check_finite_differences_loss, requires_keras, requires_torch
 
 KERAS_EXAMPLES = min(40, hsettings.default.max_examples)
 REDUCTIONS = ["mean", "sum"]
@@ -147,11 +147,11 @@ def test_clipping_of_exact_zeros_and_ones_matches_keras(dtype, one_hot):
 def test_finite_differences(reduction):
     rng = np.random.default_rng(0)
     z, y = rng.standard_normal((4, 5)), rng.integers(0, 5, 4)
-    finite_differences_loss(mc.CrossEntropyLoss(reduction=reduction), z, y)
-    finite_differences_loss(mc.NLLLoss(reduction=reduction), _log_softmax(z), y)
+    check_finite_differences_loss(mc.CrossEntropyLoss(reduction=reduction), z, y)
+    check_finite_differences_loss(mc.NLLLoss(reduction=reduction), _log_softmax(z), y)
     p = rng.uniform(0.05, 1.0, (4, 5))  # unnormalised: the renormalisation's gradient counts
-    finite_differences_loss(mc.CategoricalCrossentropy(reduction=reduction), p, y)
-    finite_differences_loss(mc.CategoricalCrossentropy(reduction=reduction), p, np.eye(5)[y])
+    check_finite_differences_loss(mc.CategoricalCrossentropy(reduction=reduction), p, y)
+    check_finite_differences_loss(mc.CategoricalCrossentropy(reduction=reduction), p, np.eye(5)[y])
 
 
 # ----------------------------------------------------------------------------------------

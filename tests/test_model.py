@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import minicnn as mc
-from twins import (assert_close, check_numeric_gradients, finite_differences, keras, nchw_to_nhwc, requires_keras,
+from twins import (assert_close, check_numeric_gradients, check_finite_differences, keras, nchw_to_nhwc, requires_keras,
                    requires_torch, torch_twin)
 
 
@@ -97,7 +97,7 @@ def test_whole_cnn_finite_differences():
 
 
 def test_sequential_finite_differences_helper():
-    finite_differences(small_cnn(), np.random.default_rng(5).standard_normal((2, 2, 6, 6)))
+    check_finite_differences(small_cnn(), np.random.default_rng(5).standard_normal((2, 2, 6, 6)))
 
 
 def test_shape_error_names_layer_shapes_and_arithmetic():

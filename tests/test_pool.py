@@ -11,7 +11,7 @@ from minicnn import kernels
 from minicnn.errors import ShapeError
 from minicnn.kernels import pool_fast, pool_loops
 from minicnn.shapes import window_output_size
-from twins import HAVE_TORCH, Unsupported, assert_close, compare, finite_differences, \
+from twins import HAVE_TORCH, Unsupported, assert_close, compare, check_finite_differences, \
     requires_keras, requires_torch
 
 WINDOWED = {
@@ -234,7 +234,7 @@ def test_backward_uses_the_kernels_of_its_forward():
     mc.GlobalAvgPool2D()], ids=repr)
 def test_finite_differences(backend, layer):
     with kernels.using(backend):
-        finite_differences(layer, without_ties((2, 3, 7, 6), 1))
+        check_finite_differences(layer, without_ties((2, 3, 7, 6), 1))
 
 
 # ----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from realdata import load_or_skip
 
 import minicnn as mc
 from minicnn.__main__ import main as minicnn_main
@@ -37,12 +38,7 @@ HISTORY_KEYS = {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
 
 @pytest.fixture(scope="module")
 def fashion_mnist():
-    try:
-        mc.data.load("fashion-mnist", "test", download=False)
-    except mc.data.DataError as err:
-        if os.environ.get("MINICNN_REQUIRE_DATA") == "1":
-            raise
-        pytest.skip(f"Fashion-MNIST not available: {err}")
+    load_or_skip("fashion-mnist", "test")
 
 
 def script(*argv, timeout=300):

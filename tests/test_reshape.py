@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import minicnn as mc
 from minicnn.errors import ShapeError
-from twins import compare, finite_differences, requires_keras, requires_torch
+from twins import compare, check_finite_differences, requires_keras, requires_torch
 
 KERAS_EXAMPLES = min(40, hsettings.default.max_examples)
 
@@ -45,7 +45,7 @@ def test_order_is_c_h_w():
 
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 2, 2), (2, 1, 3, 2, 2)])
 def test_finite_differences(shape):
-    finite_differences(mc.Flatten(), _input(shape, 1))
+    check_finite_differences(mc.Flatten(), _input(shape, 1))
 
 
 def test_backward_restores_the_input_shape_and_dtype():

@@ -10,16 +10,12 @@ import minicnn as mc
 from minicnn import checkpoint as ckpt
 from minicnn import training
 from minicnn.layers.base import Layer
+from realdata import load_or_skip
 from twins import assert_close
 
 
 def fashion_subset(n, split="train"):
-    try:
-        images, labels = mc.data.load("fashion-mnist", split, download=False)
-    except mc.data.DataError as err:
-        if os.environ.get("MINICNN_REQUIRE_DATA") == "1":
-            raise
-        pytest.skip(f"Fashion-MNIST not available: {err}")
+    images, labels = load_or_skip("fashion-mnist", split)
     return mc.data.to_float(images[:n]), labels[:n]
 
 

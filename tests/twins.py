@@ -4,7 +4,7 @@
 RANDOM upstream gradient ``dy``; builds the same layer in PyTorch (NCHW) or Keras (NHWC, the
 input and gradients transposed at the border) holding the same weights; differentiates
 ``sum(y * dy)`` there with autograd / GradientTape; and compares output, input gradient and
-every parameter gradient. ``compare_loss`` does the same for a loss. ``finite_differences``
+every parameter gradient. ``compare_loss`` does the same for a loss. ``check_finite_differences``
 checks the hand-written backward against central differences, without any framework.
 
 Agreement means  max|ours − theirs| <= atol + rtol · max|theirs|  for each quantity: the error
@@ -307,7 +307,7 @@ def compare(layer, x, framework, *, rtol=None, atol=None, seed=0, config=None):
                      config=where)
 
 
-def finite_differences(layer, x, *, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0, before_forward=None,
+def check_finite_differences(layer, x, *, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0, before_forward=None,
                        max_entries=60):
     """Central differences of  sum(layer(x) · dy)  against the hand-written backward (float64).
 
@@ -432,7 +432,7 @@ def compare_loss(loss, z, target, framework, *, rtol=None, atol=None, config=Non
     assert_close("input gradient", grad, grad_ref, rtol=rtol, atol=atol, config=where)
 
 
-def finite_differences_loss(loss, z, target, *, eps=1e-6, rtol=1e-6, atol=1e-9):
+def check_finite_differences_loss(loss, z, target, *, eps=1e-6, rtol=1e-6, atol=1e-9):
     """Central differences of the loss against its backward (float64), every entry of z."""
     loss.forward(z, target)
     grad = loss.backward()
