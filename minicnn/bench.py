@@ -10,6 +10,8 @@ and the same number of threads (``--threads``, 2 by default). The thread count h
 before NumPy, Numba, PyTorch and TensorFlow start their thread pools, so ``python -m
 minicnn.bench`` re-runs itself once with OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS
 and NUMBA_NUM_THREADS set; torch.set_num_threads and TensorFlow's threading config are set too.
+minicnn computes on Numba's threads (its matrix products run inside them, one thread each);
+PyTorch is imported first, so that the one OpenMP runtime of the process is PyTorch's own.
 
 Measured, per model:
 
@@ -18,8 +20,11 @@ Measured, per model:
 * predict: forward passes over the 10,000 test images, batch 1000, in eval mode.
 
 Each measurement is repeated ``--repeat`` times; the table shows the median and the spread
-(min–max). The first call (a warm-up batch, where Numba compiles its kernels and Keras traces
-its tf.function) is timed separately and not part of the median.
+(min–max). The first call of each (a warm-up batch, where Keras traces its tf.function) is timed
+separately and not part of the median. Before anything is timed, minicnn runs one training step
+and one prediction of every model: there Numba compiles its kernels, once per machine (or loads
+them from its on-disk cache); that time, and how many kernel versions were compiled or loaded,
+is reported on its own line.
 
 GFLOP/s counts 2 FLOPs per multiply-add of the shape tracer (``minicnn.trace``: convolutions and
 dense layers only; activations, pooling, loss and the optimiser are not counted). A training
@@ -90,6 +95,33 @@ def _time(fn, repeat):
         fn(warmup=False)
         times.append(time.perf_counter() - t)
     return first, times
+
+
+def warm_up_minicnn(models, x, y):
+    """Compile (or load from Numba's cache) every kernel the models use, timed.
+
+    Returns {"seconds", "compiled", "loaded", "threading_layer", "threads"}; the counts are
+    kernel versions (one per dtype and argument layout), None when the kernels are not Numba's.
+    """
+    from . import kernels, optim, training, zoo
+    if kernels.backend() != "numba":
+        return {"seconds": 0.0, "compiled": None, "loaded": None, "threading_layer": None,
+                "threads": None}
+    import numba
+
+    from .kernels import jit
+    before = jit.compile_counts()
+    start = time.perf_counter()
+    for name in models:
+        model = zoo.get(name, rng=0)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        training.train_step(model, training.make_loss(model.spec.loss), opt, x[:64], y[:64])
+        model.eval()
+        model(x[:64])
+    seconds = time.perf_counter() - start
+    after = jit.compile_counts()
+    return {"seconds": seconds, "compiled": after[0] - before[0], "loaded": after[1] - before[1],
+            "threading_layer": numba.threading_layer(), "threads": numba.get_num_threads()}
 
 
 def bench_minicnn(name, x, y, x_test, batches, repeat, predict_batch):
@@ -211,6 +243,11 @@ def add_ratios(rows):
 
 def run(args, log=print):
     import numpy as np  # noqa: F401  (after the thread variables are set)
+    if "torch" in args.frameworks.split(","):
+        # A process holds one OpenMP runtime (libgomp.so.1), shared by PyTorch and Numba's
+        # thread pool; whoever loads it first chooses the copy. PyTorch run on the system's
+        # copy (loaded by Numba first) was measured 2x slower than on its own: import it first.
+        import torch  # noqa: F401
 
     from . import data, kernels
     frameworks = [f for f in args.frameworks.split(",") if f]
@@ -223,6 +260,10 @@ def run(args, log=print):
     x, x_test = data.to_float(x), data.to_float(x_test)[:args.predict_images]
     y = y.astype(np.int64)
     predict_batch = min(1000, len(x_test))
+    first_run = None
+    if "minicnn" in frameworks:
+        log("  minicnn    first run: compiling (or loading) the Numba kernels ...")
+        first_run = warm_up_minicnn(models, x, y)
     rows = []
     for name in models:
         batches = args.batches if name == "lenet5" else args.cnn_batches
@@ -239,7 +280,8 @@ def run(args, log=print):
                 train, predict = bench_keras(*common, args.threads)
             rows.append(make_row(name, "train", fw, 64 * batches, 3 * flops, *train))
             rows.append(make_row(name, "predict", fw, len(x_test), flops, *predict))
-    return {"threads": args.threads, "kernels": kernels.backend(), "dataset": args.dataset,
+    return {"threads": args.threads, "kernels": kernels.backend(), "minicnn_first_run": first_run,
+            "dataset": args.dataset,
             "batch_size": {"train": 64, "predict": predict_batch}, "repeat": args.repeat,
             "flops": "2 per multiply-add of conv/dense layers (minicnn.trace); train = 3x forward",
             "ratio": "time(minicnn) / time(framework): 1.0 = as fast, 2.0 = twice as slow",
@@ -251,7 +293,15 @@ def table(result):
              f"torch.set_num_threads, tf intra/inter-op)   minicnn kernels: {result['kernels']}   "
              f"data: {result['dataset']}   repeats: {result['repeat']} (median, min–max)",
              f"GFLOP/s: {result['flops']}",
-             f"ratio: {result['ratio']}", ""]
+             f"ratio: {result['ratio']}"]
+    first = result.get("minicnn_first_run")
+    if first and first["compiled"] is not None:
+        done = (f"compiled {first['compiled']} kernel versions" if first["compiled"]
+                else "nothing to compile")
+        lines.append(f"minicnn first run (not in the table): {first['seconds']:.1f} s, {done}, "
+                     f"loaded {first['loaded']} from Numba's cache; Numba threads: "
+                     f"{first['threads']} ({first['threading_layer']})")
+    lines.append("")
     head = (f"{'model':<10} {'task':<8} {'framework':<9} {'images':>7} {'median s':>9} "
             f"{'min–max s':>15} {'images/s':>9} {'GFLOP/s':>8} {'ratio':>6} {'1st call s':>10}")
     lines += [head, "-" * len(head)]

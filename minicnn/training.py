@@ -107,10 +107,27 @@ def train_step(model, criterion, optimizer, xb, yb):
         where = first_nonfinite(model, xb, yb, criterion)
         raise NonFiniteError(f"the loss became {loss}: first non-finite value in {where}. "
                              f"Try a smaller learning rate, or check the inputs' scaling.")
-    model.backward(criterion.backward())
+    first = _first_layer(model)
+    if getattr(first, "input_gradient", None) is True:
+        # the data needs no gradient: the first convolution skips computing it (as PyTorch
+        # does for an input that does not require grad); the weights' gradients are the same
+        first.input_gradient = False
+        try:
+            model.backward(criterion.backward())
+        finally:
+            first.input_gradient = True
+    else:
+        model.backward(criterion.backward())
     optimizer.step()
     labels = yb.argmax(axis=1) if yb.ndim == 2 else yb
     return loss, int(np.sum(np.argmax(out, axis=1) == labels))
+
+
+def _first_layer(model):
+    """The layer that reads the data: the first of a Sequential (inside nested ones), else None."""
+    while isinstance(getattr(model, "layers", None), list) and model.layers:
+        model = model.layers[0]
+    return model if not isinstance(getattr(model, "layers", None), list) else None
 
 
 def evaluate(model, x, y, criterion, batch_size=1000):
@@ -180,7 +197,8 @@ class History:
 
 
 def fit(model, x, y, *, optimizer, loss, epochs=1, batch_size=32, validation_data=None,
-        shuffle=True, seed=0, verbose=1, checkpoint_path=None, resume=False, on_epoch_end=None):
+        shuffle=True, seed=0, verbose=1, checkpoint_path=None, resume=False, on_epoch_end=None,
+        transform=None):
     """Train ``model`` on (x, y); returns a ``History``.
 
     x (N, C, H, W) float, y (N,) int labels (or (N, classes) one-hot for CategoricalCrossentropy).
@@ -188,8 +206,9 @@ def fit(model, x, y, *, optimizer, loss, epochs=1, batch_size=32, validation_dat
     and an existing checkpoint, training continues where it stopped (even mid-epoch) and ends with
     exactly the weights an uninterrupted run with the same ``seed`` would have.
     ``on_epoch_end(epoch, logs)`` is called after each epoch (logs: that epoch's numbers).
+    ``transform``: applied to every training batch by the DataLoader (e.g. a data.Augment).
     """
-    loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, transform=transform)
     history, start_epoch, skip_batches, partial = History(), 0, 0, (0.0, 0, 0)
     if resume and checkpoint_path is not None:
         if os.path.exists(checkpoint_path):

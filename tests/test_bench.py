@@ -59,6 +59,18 @@ def test_table_shows_every_row_and_the_thread_count(result):
             assert f"{r['ratio_minicnn_over']:.2f}" in line
 
 
+def test_first_run_is_reported_apart(result):
+    """The Numba kernels' compile (or cache load) happens before the timings, and is shown."""
+    first = result["minicnn_first_run"]
+    assert result["kernels"] == "numba" and first["seconds"] > 0
+    assert first["threads"] == result["threads"] == 1 and first["threading_layer"]
+    # every kernel version the warm-up needed was compiled now or loaded from the cache
+    assert first["compiled"] + first["loaded"] > 0
+    text = bench.table(result)
+    assert f"minicnn first run (not in the table): {first['seconds']:.1f} s" in text
+    assert f"loaded {first['loaded']} from Numba's cache" in text
+
+
 def test_median_of_odd_and_even_counts():
     assert bench._median([3.0, 1.0, 2.0]) == 2.0
     assert bench._median([4.0, 1.0, 2.0, 3.0]) == 2.5

@@ -1,16 +1,32 @@
-"""The Numba kernels against the teaching loops (bit for bit) and against PyTorch (layers)."""
+"""The Numba kernels (the default backend) against the teaching loops, NumPy and PyTorch.
+
+Convolution: both algorithms ("direct" and "gemm"), every output (out, dx, dw, db), float32 and
+float64, random shapes with stride, padding and dilation. Pooling: bit for bit the loops,
+ties included. ReLU and Adam: bit for bit the NumPy code they replace. The parallel versions
+run in a subprocess with two threads and must give the serial versions' bits.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import settings as hsettings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from test_conv import conv_configs, window_fits
 from test_pool import WINDOWED, kernel_configs, normal, pool_configs, run_kernels, seeds, with_ties
-from twins import compare, requires_torch
+from twins import assert_close, compare, requires_torch
 
-from minicnn import kernels
-from minicnn.kernels import pool_loops
+import minicnn as mc
+from minicnn import kernels, optim, training
+from minicnn.kernels import conv_loops, jit, pool_loops
 
+conv_numba = pytest.importorskip("minicnn.kernels.conv_numba")
 pool_numba = pytest.importorskip("minicnn.kernels.pool_numba")
+elementwise_numba = pytest.importorskip("minicnn.kernels.elementwise_numba")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,11 +39,138 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture
+def algorithm():
+    """``algorithm(name)`` forces conv_numba's algorithm ("direct", "gemm", None: by shape)."""
+    yield conv_numba.force
+    conv_numba.force(None)
+
+
+# ----------------------------------------------------------------------------------------
+# convolution
+# ----------------------------------------------------------------------------------------
+def conv_outputs(module, x, w, b, stride, pads, dilation, dout_seed, need_dx=True):
+    """[out, dx, dw, db] of one forward and one backward pass of a kernel module."""
+    out, cache = module.forward(x, w, b, stride, pads, dilation)
+    dout = normal(out.shape, dout_seed, x.dtype)
+    return [out, *module.backward(dout, cache, need_dx=need_dx)]
+
+
+def conv_arguments(cfg, shape, dtype, seed):
+    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
+    x = normal(shape, seed + 1, dtype)
+    bias = layer.bias.data if layer.bias is not None else None
+    return x, layer.weight.data, bias, layer.stride, layer.padding_for(*shape[2:]), layer.dilation
+
+
+# float64: the same sums in another order, ~1e-16 each; float32: a sum of at most 4·5·5 = 100
+# products, each rounded to ~6e-8 relative, differs by at most ~1e-5 of the largest value
+TOLERANCES = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=1e-5, atol=1e-6)}
+NAMES = ("output", "input gradient", "weight gradient", "bias gradient")
+
+
+def assert_same_outputs(ours, reference, dtype, config):
+    for name, a, r in zip(NAMES, ours, reference):
+        if r is None:
+            assert a is None, f"{name}: expected None [{config}]"
+            continue
+        assert a.dtype == dtype and a.shape == r.shape, f"{name}: {a.dtype} {a.shape} [{config}]"
+        assert_close(name, a, r, **TOLERANCES[dtype], config=config)
+
+
+@pytest.mark.parametrize("name", ["direct", "gemm", None])
+@given(config=conv_configs(), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=st.integers(0, 2**16))
+@example(config=({"in_channels": 4, "out_channels": 3, "kernel_size": 4, "stride": 1,
+                  "padding": "same", "dilation": 1, "bias": True}, (2, 4, 7, 6)),
+         dtype=np.float64, seed=0)     # C·kh·kw + 1 = 65 rows: dw as one long product
+def test_numba_conv_equals_loops(name, config, dtype, seed):
+    cfg, shape = config
+    assume(window_fits(cfg, shape))
+    cfg["out_channels"] = min(cfg["out_channels"], 3)  # the loops are slow: keep them small
+    args = conv_arguments(cfg, shape, dtype, seed)
+    with conv_numba.forcing(name):
+        ours = conv_outputs(conv_numba, *args, dout_seed=seed + 2)
+    reference = conv_outputs(conv_loops, *args, dout_seed=seed + 2)
+    assert_same_outputs(ours, reference, dtype, f"{name}: {cfg} on {shape} {np.dtype(dtype)}")
+
+
+def test_direct_takes_stride_one_and_gemm_takes_the_rest(algorithm):
+    algorithm("direct")
+    assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (1, 1)) == "direct"
+    assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (2, 1)) == "gemm"
+    algorithm(None)
+    for x_shape, w_shape in [((64, 1, 28, 28), (6, 1, 5, 5)), ((64, 32, 26, 26), (64, 32, 3, 3))]:
+        assert conv_numba.algorithm(x_shape, w_shape, (1, 1)) == "gemm"
+    with pytest.raises(ValueError, match="direct"):
+        conv_numba.force("winograd")
+
+
+@pytest.mark.skipif(conv_numba.blas.GEMM is None, reason="NumPy's BLAS is not callable from "
+                    "Numba here: the NumPy path is the one in use, and tested everywhere else")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bias", [True, False])
+def test_blas_in_numba_equals_the_numpy_path(monkeypatch, algorithm, dtype, bias):
+    """BLAS called from the compiled loop (one image per thread) against np.matmul called
+    from Python on chunks of images (the path without a callable BLAS), chunk = one image."""
+    cfg = dict(in_channels=3, out_channels=4, kernel_size=3, stride=(1, 2), padding=1,
+               dilation=(2, 1), bias=bias)
+    args = conv_arguments(cfg, (9, 3, 9, 8), dtype, 3)     # 9 images: groups of 4, 4 and 1
+    algorithm("gemm")
+    in_numba = conv_outputs(conv_numba, *args, dout_seed=4)
+    monkeypatch.setattr(conv_numba.blas, "GEMM", None)
+    monkeypatch.setattr(conv_numba, "_CHUNK_BYTES", 1)
+    from_python = conv_outputs(conv_numba, *args, dout_seed=4)
+    assert_same_outputs(in_numba, from_python, dtype, f"{cfg} {np.dtype(dtype)}")
+    np.testing.assert_array_equal(in_numba[0], from_python[0])   # the same products
+
+
+@pytest.mark.parametrize("name", ["direct", "gemm"])
+@pytest.mark.parametrize("module", ["loops", "fast", "numba"])
+def test_need_dx_false_skips_only_dx(algorithm, name, module):
+    module = {"loops": conv_loops, "fast": kernels.conv_fast, "numba": conv_numba}[module]
+    args = conv_arguments(dict(in_channels=2, out_channels=3, kernel_size=3, padding=1),
+                          (2, 2, 6, 5), np.float64, 5)
+    algorithm(name)
+    full = conv_outputs(module, *args, dout_seed=6)
+    partial = conv_outputs(module, *args, dout_seed=6, need_dx=False)
+    assert partial[1] is None
+    for quantity, a, b in zip(NAMES, partial, full):
+        if quantity != "input gradient":
+            np.testing.assert_array_equal(a, b, err_msg=quantity)
+
+
+def test_conv_reads_non_contiguous_input(algorithm):
+    x = normal((2, 3, 9, 8), 0).transpose(0, 1, 3, 2)          # a strided view, (2, 3, 8, 9)
+    w, b = normal((4, 3, 3, 2), 1), normal(4, 2)
+    for name in ("direct", "gemm"):
+        algorithm(name)
+        ours = conv_outputs(conv_numba, x, w, b, (1, 1), ((1, 0), (0, 1)), (1, 1), 3)
+        reference = conv_outputs(conv_loops, x, w, b, (1, 1), ((1, 0), (0, 1)), (1, 1), 3)
+        assert_same_outputs(ours, reference, np.float64, name)
+
+
+@requires_torch
+@settings(max_examples=max(10, settings.default.max_examples // 5))
+@given(config=conv_configs(), seed=st.integers(0, 2**16))
+def test_direct_conv_layer_matches_torch(config, seed):
+    """test_conv.py runs the default choice against torch; this runs the compiled loops."""
+    cfg, shape = config
+    cfg["stride"] = 1
+    assume(window_fits(cfg, shape))
+    layer = mc.Conv2D(**cfg, dtype=np.float64, rng=seed)
+    with conv_numba.forcing("direct"):
+        compare(layer, normal(shape, seed + 1), "torch", seed=seed, config=f"{cfg} on {shape}")
+
+
+# ----------------------------------------------------------------------------------------
+# pooling
+# ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", WINDOWED)
 @given(config=kernel_configs(), seed=seeds, ties=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_numba_pool_equals_loops(kind, config, seed, ties, dtype):
-    """Same loops, same order of additions: the same bits, in float32 as in float64."""
+    """Same additions in the same order, same comparisons: the same bits, float32 and float64."""
     shape, kernel, stride, pads = config
     x = (with_ties(shape, seed) if ties else normal(shape, seed)).astype(dtype)
     out_loops, dx_loops = run_kernels(pool_loops, kind, x, seed + 1, kernel, stride, pads)
@@ -36,6 +179,20 @@ def test_numba_pool_equals_loops(kind, config, seed, ties, dtype):
     assert out_numba.dtype == dx_numba.dtype == dtype, where
     np.testing.assert_array_equal(out_numba, out_loops, err_msg=where)
     np.testing.assert_array_equal(dx_numba, dx_loops, err_msg=where)
+
+
+@pytest.mark.parametrize("kind", WINDOWED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 7, 9), (3, 1, 2, 2), (1, 1, 3, 3)])
+def test_2x2_stride_2_kernels_equal_loops(kind, dtype, shape):
+    """The zoo's window has kernels of its own; odd sizes leave a row or column uncovered."""
+    for x in (normal(shape, 0), with_ties(shape, 1), np.full(shape, -0.0)):
+        x = x.astype(dtype)
+        out_loops, dx_loops = run_kernels(pool_loops, kind, x, 2, (2, 2), (2, 2), ((0, 0), (0, 0)))
+        out_numba, dx_numba = run_kernels(pool_numba, kind, x, 2, (2, 2), (2, 2), ((0, 0), (0, 0)))
+        np.testing.assert_array_equal(out_numba, out_loops, err_msg=f"{kind} {shape}")
+        np.testing.assert_array_equal(dx_numba, dx_loops, err_msg=f"{kind} {shape}")
+        assert np.array_equal(np.signbit(dx_numba), np.signbit(dx_loops)), "signs of zeros"
 
 
 def test_numba_pool_reads_non_contiguous_input():
@@ -49,7 +206,7 @@ def test_numba_pool_reads_non_contiguous_input():
 
 @requires_torch
 @pytest.mark.parametrize("kind", WINDOWED)
-@hsettings(max_examples=60)   # test_pool.py runs the numba backend against torch too
+@settings(max_examples=60)   # test_pool.py runs the default (numba) backend against torch too
 @given(config=pool_configs(max_batch=2, max_size=10), seed=seeds)
 def test_numba_pool_layers_match_torch(kind, config, seed):
     shape, kernel, stride, padding = config
@@ -59,24 +216,216 @@ def test_numba_pool_layers_match_torch(kind, config, seed):
                 config=f"{layer!r} on {shape}")
 
 
-def test_numba_backend_serves_the_numba_pool_kernels():
+# ----------------------------------------------------------------------------------------
+# ReLU and Adam: the NumPy code's bits
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [7, 40000])      # one thread, and enough for the parallel one
+def test_numba_relu_equals_numpy(dtype, size):
+    x = normal(size, 0, dtype)
+    x[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 0.5]
+    dy = normal(size, 1, dtype)
+    layer = mc.ReLU()
+    with kernels.using("fast"):
+        y_numpy, dx_numpy = layer.forward(x), layer.backward(dy)
+    y, dx = layer.forward(x), layer.backward(dy)   # the default: numba
+    assert y.dtype == dx.dtype == dtype
+    np.testing.assert_array_equal(y, y_numpy)
+    np.testing.assert_array_equal(dx, dx_numpy)
+    assert np.array_equal(np.signbit(y), np.signbit(y_numpy))
+    assert np.array_equal(np.signbit(dx), np.signbit(dx_numpy))
+
+
+def adam_run(backend, dtype, weight_decay, steps=7):
+    rng = np.random.default_rng(0)
+    params = [mc.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in
+              [(3, 4), (40000,), (5,)]]
+    frozen = mc.Parameter(rng.standard_normal(3).astype(dtype))
+    frozen.trainable = False
+    opt = optim.Adam(params + [frozen], lr=0.01, betas=(0.8, 0.99), eps=1e-6,
+                     weight_decay=weight_decay)
+    with kernels.using(backend):
+        for _ in range(steps):
+            for p in params + [frozen]:
+                p.grad = rng.standard_normal(p.shape).astype(dtype)
+            opt.step()
+    return [p.data for p in params + [frozen]] + [v for s in opt.state for v in s.values()
+                                                   if isinstance(v, np.ndarray)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_numba_adam_equals_numpy(dtype, weight_decay):
+    ours, numpy = adam_run("numba", dtype, weight_decay), adam_run("fast", dtype, weight_decay)
+    assert len(ours) == len(numpy) == 4 + 2 * 3
+    for a, b in zip(ours, numpy):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adam_falls_back_to_numpy_for_a_gradient_of_another_dtype():
+    p = mc.Parameter(np.ones(4, dtype=np.float32))
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = np.full(4, 0.5)        # float64 gradient on a float32 parameter: NumPy's rules
+    opt.step()
+    q = mc.Parameter(np.ones(4, dtype=np.float32))
+    ref = optim.Adam([q], lr=0.1)
+    q.grad = np.full(4, 0.5)
+    with kernels.using("fast"):
+        ref.step()
+    np.testing.assert_array_equal(p.data, q.data)
+
+
+# ----------------------------------------------------------------------------------------
+# the training step, threads, the compile notice
+# ----------------------------------------------------------------------------------------
+def test_train_step_skips_only_the_first_layers_input_gradient():
+    """train_step asks the first convolution for no input gradient (nobody reads it); every
+    weight ends up exactly as with the step written out in full."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 8)
+    models = [mc.zoo.lenet5(rng=3), mc.zoo.lenet5(rng=3)]
+    losses = [training.make_loss("cross_entropy") for _ in models]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    first, asked = models[0].layers[0], []
+    original = first.backward
+    first.backward = lambda dy: asked.append(first.input_gradient) or original(dy)
+    for _ in range(2):
+        training.train_step(models[0], losses[0], opts[0], x, y)
+        opts[1].zero_grad()                     # the same step written out, dx computed
+        losses[1](models[1](x), y)
+        assert models[1].backward(losses[1].backward()).shape == x.shape
+        opts[1].step()
+    assert asked == [False, False] and first.input_gradient is True
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_input_gradient_is_restored_when_backward_fails():
+    model = mc.Sequential([mc.Conv2D(1, 2, 3), mc.Flatten(), mc.Dense(2 * 4 * 4, 3)])
+    model.layers[1].backward = lambda dy: 1 / 0
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ZeroDivisionError):
+        training.train_step(model, mc.CrossEntropyLoss(), opt, np.ones((2, 1, 6, 6)),
+                            np.array([0, 1]))
+    assert model.layers[0].input_gradient is True
+
+
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")
+TWO_THREADS = """
+import json, sys
+import numpy as np
+import numba
+import minicnn as mc
+from minicnn.kernels import conv_numba
+assert numba.get_num_threads() == 2
+rng = np.random.default_rng(0)
+out = {}
+for name in ("direct", "gemm"):
+    conv_numba.force(name)
+    x = rng.standard_normal((7, 3, 11, 10)).astype(np.float32)
+    layer = mc.Conv2D(3, 4, 3, padding=1, rng=1)
+    y = layer(x)
+    out[name] = [y.tolist(), layer.backward(np.cos(y)).tolist(), layer.weight.grad.tolist()]
+conv_numba.force(None)
+for pool in (mc.MaxPool2D(2), mc.AvgPool2D(3, 2, 1)):
+    y = pool(rng.standard_normal((9, 4, 10, 11)).astype(np.float32))
+    out[repr(pool)] = [y.tolist(), pool.backward(np.sin(y)).tolist()]
+x = rng.standard_normal(50000).astype(np.float32)
+relu = mc.ReLU()
+out["relu"] = [relu(x).tolist(), relu.backward(np.cos(x)).tolist()]
+json.dump({"threads": numba.get_num_threads(), "layer": numba.threading_layer(), "out": out},
+          sys.stdout)
+"""
+
+
+def test_two_threads_give_the_bits_of_one(tmp_path):
+    """The parallel versions (prange over images, planes, elements) on two threads: no two
+    iterations write the same memory, so the results are those of the serial versions."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env |= {"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", TWO_THREADS], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads(done.stdout)
+    assert two["threads"] == 2 and two["layer"] in ("omp", "workqueue", "tbb")
+    one = subprocess.run([sys.executable, "-c", TWO_THREADS.replace("== 2", "== 1")], cwd=ROOT,
+                         env=env | {"NUMBA_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert json.loads(one.stdout)["out"] == two["out"]
+
+
+def test_numba_follows_omp_num_threads_when_not_told_otherwise():
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    code = "import numba; from minicnn.kernels import jit; print(numba.get_num_threads())"
+    for extra, expected in [({"OMP_NUM_THREADS": "1"}, "1"),
+                            ({"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}, "2")]:
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env | extra,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == [expected], extra
+
+
+def test_numba_backend_serves_the_numba_kernels():
+    assert kernels.DEFAULT == "numba"
     with kernels.using("numba"):
-        assert kernels.pool() is pool_numba
+        assert kernels.pool() is pool_numba and kernels.conv() is conv_numba
+        assert kernels.compiled() is elementwise_numba
     with kernels.using("loops"):
-        assert kernels.pool() is pool_loops
+        assert kernels.pool() is pool_loops and kernels.conv() is conv_loops
+        assert kernels.compiled() is None
+
+
+def test_loops_backend_from_the_environment():
+    env = {k: v for k, v in os.environ.items() if k != "MINICNN_KERNELS"}
+    code = "import minicnn; print(minicnn.kernels.backend())"
+    for value, expected in [(None, "numba"), ("loops", "loops"), ("fast", "fast")]:
+        run_env = env if value is None else env | {"MINICNN_KERNELS": value}
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=run_env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.stdout.split() == [expected], done.stderr[-2000:]
 
 
 def test_compile_notice_is_printed_once(monkeypatch, capsys):
     class NotCompiled:            # no signatures yet, and no on-disk cache to load from
         signatures = []
-    monkeypatch.setattr(pool_numba, "_noticed", False)
-    pool_numba.notice_once(NotCompiled())
-    pool_numba.notice_once(NotCompiled())
+    monkeypatch.setattr(jit, "_noticed", False)
+    jit.notice_once(NotCompiled())
+    jit.notice_once(NotCompiled())
     assert capsys.readouterr().err == "compiling kernels (first run only)\n"
 
 
 def test_no_compile_notice_once_compiled(monkeypatch, capsys):
     pool_numba.max_forward(normal((1, 1, 4, 4), 0), (2, 2), (2, 2), ((0, 0), (0, 0)))
-    monkeypatch.setattr(pool_numba, "_noticed", False)
-    pool_numba.notice_once(pool_numba._max_forward)
+    monkeypatch.setattr(jit, "_noticed", False)
+    monkeypatch.setattr(jit, "_checked", set())
+    jit.notice_once(pool_numba._max_forward_2x2.version())
     assert capsys.readouterr().err == ""
+
+
+def test_compile_counts_count_kernel_versions():
+    compiled, loaded = jit.compile_counts()
+    pool_numba.max_forward(normal((1, 1, 4, 4), 0), (2, 2), (2, 2), ((0, 0), (0, 0)))
+    after = jit.compile_counts()
+    assert sum(after) >= compiled + loaded          # nothing is forgotten
+    assert all(isinstance(n, int) and n >= 0 for n in after)
+    assert sum(after) > 0                           # this module ran kernels: some were needed
+
+
+@pytest.mark.parametrize("make", [lambda: mc.Conv2D(2, 3, 3, padding=1, dtype=np.float16, rng=0),
+                                  lambda: mc.MaxPool2D(2), lambda: mc.AvgPool2D(3, 2, 1),
+                                  lambda: mc.SumPool2D(2), lambda: mc.ReLU()])
+def test_other_dtypes_go_to_the_numpy_kernels(make):
+    """float16 is not compiled: the layer still works, through the NumPy kernels, in float16."""
+    x = normal((2, 2, 6, 6), 0, np.float16)
+    results = {}
+    for backend in ("numba", "fast"):
+        layer = make()
+        with kernels.using(backend):
+            y = layer.forward(x)
+            results[backend] = [y, layer.backward(np.ones_like(y))] + [p.grad for p in
+                                                                       layer.parameters()]
+    for ours, numpy in zip(results["numba"], results["fast"]):
+        assert ours.dtype == np.float16
+        np.testing.assert_array_equal(ours, numpy)

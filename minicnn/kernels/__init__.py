@@ -1,31 +1,32 @@
-"""Sliding-window kernels, each written twice.
+"""The arithmetic under the layers, written three times.
 
 * ``*_loops``: plain loops that read like the formula, for learning (slow).
-* ``*_fast``:  vectorised (im2col + one matrix product), for training.
-* ``*_numba``: the loops compiled by Numba (pooling; convolution uses ``conv_numba`` when
-  it exists, ``conv_fast`` otherwise). Imported on first use: Numba loads slowly.
+* ``*_fast``:  vectorised NumPy (im2col + one matrix product, strided views).
+* ``*_numba``: compiled by Numba, in parallel over the batch (convolution: im2col in Numba
+  and BLAS called from inside the threads; ``elementwise_numba``: ReLU and Adam). The
+  default: training and prediction use these. Imported on first use (Numba loads slowly);
+  each kernel compiles once per machine, on its first call (lesson 13).
 
-Both modules of a family have the same functions and signatures, e.g. for convolution
+The modules of a family have the same functions and signatures, e.g. for convolution
 ``forward(x, w, b, stride, pads, dilation) -> (out, cache)`` and
-``backward(dout, cache) -> (dx, dw, db)``. The layers ask ``conv()`` / ``pool()`` for the
-module to use; choose with ``MINICNN_KERNELS=loops`` in the environment, ``use("loops")``,
-or ``with using("loops"): ...``.
+``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. The layers ask ``conv()`` / ``pool()``
+for the module to use (and ReLU and Adam ask ``backend()``); choose with ``MINICNN_KERNELS=loops``
+(or ``fast``) in the environment, ``use("loops")``, or ``with using("loops"): ...``.
 """
-import importlib.util
 import os
 from contextlib import contextmanager
 
 from . import conv_fast, conv_loops, pool_fast, pool_loops
 
 BACKENDS = ("fast", "loops", "numba")
-_HAVE_CONV_NUMBA = importlib.util.find_spec(f"{__name__}.conv_numba") is not None
-_backend = os.environ.get("MINICNN_KERNELS", "fast")
+DEFAULT = "numba"
+_backend = os.environ.get("MINICNN_KERNELS", DEFAULT)
 if _backend not in BACKENDS:
     raise ValueError(f"MINICNN_KERNELS must be one of {BACKENDS}, got {_backend!r}")
 
 
 def backend():
-    """The name of the kernels in use: "fast", "loops" or "numba"."""
+    """The name of the kernels in use: "numba" (the default), "fast" or "loops"."""
     return _backend
 
 
@@ -51,8 +52,6 @@ def using(name):
 def conv():
     """The convolution kernel module in use."""
     if _backend == "numba":
-        if not _HAVE_CONV_NUMBA:
-            return conv_fast   # no compiled convolution yet: im2col + BLAS
         from . import conv_numba
         return conv_numba
     return conv_loops if _backend == "loops" else conv_fast
@@ -64,3 +63,11 @@ def pool():
         from . import pool_numba
         return pool_numba
     return pool_loops if _backend == "loops" else pool_fast
+
+
+def compiled():
+    """The module of small compiled kernels (ReLU, Adam), or None when the backend is not numba."""
+    if _backend == "numba":
+        from . import elementwise_numba
+        return elementwise_numba
+    return None

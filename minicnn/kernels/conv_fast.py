@@ -78,10 +78,11 @@ def forward(x, w, b, stride, pads, dilation):
     return out, cache
 
 
-def backward(dout, cache):
+def backward(dout, cache, need_dx=True):
     """Gradients w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
-    Returns dx (N, C, H, W), dw (O, C, kh, kw), db (O,) or None.
+    Returns dx (N, C, H, W), dw (O, C, kh, kw), db (O,) or None; dx is None when
+    ``need_dx`` is False.
     """
     cols, w, has_bias, x_shape, x_pad_shape, stride, pads, dilation = cache
     N, C, H, W = x_shape
@@ -92,6 +93,8 @@ def backward(dout, cache):
     dout_rows = dout.transpose(0, 2, 3, 1).reshape(N * H_out * W_out, O)
     dw = (dout_rows.T @ cols).reshape(w.shape)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if not need_dx:
+        return None, dw, db
     # (C·kh·kw, O) @ (O, N·H_out·W_out): laid out so that each tap (p, q) is one block for col2im
     dcols = (w.reshape(O, C * kh * kw).T @ dout_rows.T).reshape(C, kh, kw, N, H_out, W_out)
     dx_pad = col2im(dcols, x_pad_shape, (kh, kw), stride, dilation, (H_out, W_out))

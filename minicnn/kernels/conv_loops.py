@@ -52,13 +52,14 @@ def forward(x, w, b, stride, pads, dilation):
     return out, cache
 
 
-def backward(dout, cache):
+def backward(dout, cache, need_dx=True):
     """Gradients of the loss w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
     Every output entry out[n, o, i, j] touched one window of x_pad and all of w[o]; its gradient
     flows back along the same connections: to the window (times w[o]) and to w[o] (times the
     window). Windows overlap when the stride is smaller than the kernel, hence ``+=``.
-    Returns dx (N, C, H, W), dw (O, C, kh, kw), db (O,) or None.
+    Returns dx (N, C, H, W), dw (O, C, kh, kw), db (O,) or None; dx is None when
+    ``need_dx`` is False (nobody needs the gradient of the data).
     """
     x_pad, w, has_bias, x_shape, stride, pads, dilation = cache
     N, C, H, W = x_shape
@@ -76,9 +77,12 @@ def backward(dout, cache):
                 for j in range(W_out):
                     rows = slice(i * sh, i * sh + dil_h * (kh - 1) + 1, dil_h)
                     cols = slice(j * sw, j * sw + dil_w * (kw - 1) + 1, dil_w)
-                    dx_pad[n, :, rows, cols] += dout[n, o, i, j] * w[o]
+                    if need_dx:
+                        dx_pad[n, :, rows, cols] += dout[n, o, i, j] * w[o]
                     dw[o] += dout[n, o, i, j] * x_pad[n, :, rows, cols]
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if not need_dx:
+        return None, dw, db
     # the padding is not an input: its gradient is dropped
     dx = np.ascontiguousarray(dx_pad[:, :, top: top + H, left: left + W])
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db

@@ -13,31 +13,11 @@ Shapes: x (N, C, H, W), kernel (kh, kw), stride (sh, sw), pads ((top, bottom), (
 out (N, C, H_out, W_out). float32 and float64 each get their own compiled version; the first
 call of each compiles (cached on disk by ``cache=True``, so later processes load it).
 """
-import os
-import sys
-
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-_noticed = False
-
-
-def notice_once(kernel):
-    """Say once per process, on stderr, that Numba is compiling (a first run takes seconds).
-
-    Nothing is said when this kernel is already compiled in this process or its compiled code
-    is in Numba's on-disk cache (then the first call only loads it).
-    """
-    global _noticed
-    if _noticed or kernel.signatures:
-        return
-    try:
-        cached = os.path.exists(kernel._cache._cache_file._index_path)
-    except AttributeError:   # Numba's cache internals moved: better one line too many
-        cached = False
-    if not cached:
-        print("compiling kernels (first run only)", file=sys.stderr, flush=True)
-        _noticed = True
+from . import pool_fast
+from .jit import COMPILED_DTYPES, Fallback, helper, kernel
 
 
 def _output_size(size, kernel, stride, pad):
@@ -52,60 +32,133 @@ def _geometry(x_shape, kernel, stride, pads):
             int(pads[0][0]), int(pads[1][0]))
 
 
+@helper()
+def _bounds(n_out, kernel, stride, pad, size):
+    """lo, hi (n_out,): the real rows (or columns) lo .. hi − 1 that each window covers."""
+    lo = np.empty(n_out, dtype=np.int64)
+    hi = np.empty(n_out, dtype=np.int64)
+    for i in range(n_out):
+        start = i * stride - pad
+        lo[i], hi[i] = max(start, 0), min(start + kernel, size)
+    return lo, hi
+
+
+@helper()
+def _inside(W_out, kw, sw, left, W):
+    """The windows j_lo .. j_hi − 1 whose columns are all real (no padding, no clipping)."""
+    j_lo = min((left + sw - 1) // sw, W_out)
+    j_hi = max(min(W_out, (W + left - kw) // sw + 1), j_lo)
+    return j_lo, j_hi
+
+
+# The generic kernels visit a window's elements in the order of pool_loops (rows, then columns:
+# row-major), so that sums and ties come out bit for bit the same. What changes is the nesting:
+# for one output row i and one window row h, the loop over the output columns j is innermost
+# and free of bounds arithmetic, instead of a tiny loop per output. Windows that reach into the
+# padding (the first and last columns) take the careful path, one by one.
+#
+# The 2×2 window with stride 2 and no padding (every zoo model's pooling) has kernels of its
+# own, ``_*_2x2``: with the window's size known to the compiler, the four elements are
+# read into registers and the loop over j has no inner loop at all: 2 to 4 times faster,
+# measured on (64, 64, 24, 24) and (64, 6, 28, 28).
+
 # ----------------------------------------------------------------------------------------
 # max pooling
 # ----------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _max_forward(x, out, winner, kh, kw, sh, sw, top, left):
+    N, C, H, W = x.shape
+    H_out, W_out = out.shape[2], out.shape[3]
+    row_lo, row_hi = _bounds(H_out, kh, sh, top, H)
+    col_lo, col_hi = _bounds(W_out, kw, sw, left, W)
+    j_lo, j_hi = _inside(W_out, kw, sw, left, W)
+    u_sw = np.uint64(sw)
+    for nc in prange(N * C):
+        plane = x[nc // C, nc % C].reshape(H * W)
+        for i in range(H_out):
+            best = out[nc // C, nc % C, i]
+            at = winner[nc // C, nc % C, i]
+            for j in range(W_out):          # each window starts at its first real element
+                at[j] = row_lo[i] * W + col_lo[j]
+                best[j] = plane[at[j]]
+            for h in range(row_lo[i], row_hi[i]):
+                row = plane[h * W:(h + 1) * W]
+                for q in range(kw):
+                    start = j_lo * sw + q - left
+                    src = row[start:]
+                    for jj in range(np.uint64(j_hi - j_lo)):
+                        # strictly greater: on a tie the first maximum keeps the gradient
+                        if src[jj * u_sw] > best[j_lo + jj]:
+                            best[j_lo + jj] = src[jj * u_sw]
+                            at[j_lo + jj] = h * W + start + jj * u_sw
+                for j in range(W_out):
+                    if j < j_lo or j >= j_hi:
+                        for w in range(col_lo[j], col_hi[j]):
+                            if row[w] > best[j]:
+                                best[j], at[j] = row[w], h * W + w
+
+
+@kernel(parallel=True)
+def _max_forward_2x2(x, out, winner):
     N, C, H, W = x.shape
     H_out, W_out = out.shape[2], out.shape[3]
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         for i in range(H_out):
-            h0 = i * sh - top
-            h_lo, h_hi = max(h0, 0), min(h0 + kh, H)
+            r0, r1 = x[n, c, 2 * i], x[n, c, 2 * i + 1]
             for j in range(W_out):
-                w0 = j * sw - left
-                w_lo, w_hi = max(w0, 0), min(w0 + kw, W)
-                best_h, best_w = h_lo, w_lo
-                best = x[n, c, h_lo, w_lo]
-                for h in range(h_lo, h_hi):
-                    for w in range(w_lo, w_hi):
-                        # strictly greater: on a tie the first maximum keeps the gradient
-                        if x[n, c, h, w] > best:
-                            best, best_h, best_w = x[n, c, h, w], h, w
+                # row-major, strictly greater: on a tie the first maximum keeps the gradient
+                best, at = r0[2 * j], 2 * i * W + 2 * j
+                if r0[2 * j + 1] > best:
+                    best, at = r0[2 * j + 1], 2 * i * W + 2 * j + 1
+                if r1[2 * j] > best:
+                    best, at = r1[2 * j], (2 * i + 1) * W + 2 * j
+                if r1[2 * j + 1] > best:
+                    best, at = r1[2 * j + 1], (2 * i + 1) * W + 2 * j + 1
                 out[n, c, i, j] = best
-                winner[n, c, i, j] = best_h * W + best_w
+                winner[n, c, i, j] = at
 
 
-@njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _max_backward(dout, winner, dx):
     N, C, H_out, W_out = dout.shape
-    W = dx.shape[3]
+    H, W = dx.shape[2], dx.shape[3]
     for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        for i in range(H_out):
-            for j in range(W_out):
-                k = winner[n, c, i, j]
-                dx[n, c, k // W, k % W] += dout[n, c, i, j]
+        grad = dx[nc // C, nc % C].reshape(H * W)
+        grad[:] = 0
+        d = dout[nc // C, nc % C].reshape(H_out * W_out)
+        at = winner[nc // C, nc % C].reshape(H_out * W_out)
+        for k in range(H_out * W_out):
+            grad[at[k]] += d[k]
+
+
+def _is_2x2(kernel, stride, pads):
+    return tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and pads == ((0, 0), (0, 0))
 
 
 def max_forward(x, kernel, stride, pads):
     """Largest element of each window. x (N, C, H, W) -> out (N, C, H_out, W_out); the cache
     keeps each maximum's flat position h·W + w in its plane."""
-    notice_once(_max_forward)
+    if x.dtype not in COMPILED_DTYPES:
+        out, cache = pool_fast.max_forward(x, kernel, stride, pads)
+        return out, Fallback((cache,))
     x = np.ascontiguousarray(x)
     H_out, W_out, kh, kw, sh, sw, top, left = _geometry(x.shape, kernel, stride, pads)
     out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
     winner = np.empty(out.shape, dtype=np.int64)
-    _max_forward(x, out, winner, kh, kw, sh, sw, top, left)
+    if _is_2x2(kernel, stride, pads):
+        _max_forward_2x2(x, out, winner)
+    else:
+        _max_forward(x, out, winner, kh, kw, sh, sw, top, left)
     return out, (x.shape, winner)
 
 
 def max_backward(dout, cache):
     """dout (N, C, H_out, W_out) -> dx (N, C, H, W): each dout goes to its window's maximum."""
+    if isinstance(cache, Fallback):
+        return pool_fast.max_backward(dout, cache[0])
     x_shape, winner = cache
-    dx = np.zeros(x_shape, dtype=dout.dtype)
+    dx = np.empty(x_shape, dtype=dout.dtype)    # zeroed plane by plane, in parallel
     _max_backward(np.ascontiguousarray(dout), winner, dx)
     return dx
 
@@ -113,37 +166,91 @@ def max_backward(dout, cache):
 # ----------------------------------------------------------------------------------------
 # sum and average pooling
 # ----------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _sum_forward(x, divisor, out, zero, kh, kw, sh, sw, top, left):
+    N, C, H, W = x.shape
+    H_out, W_out = out.shape[2], out.shape[3]
+    row_lo, row_hi = _bounds(H_out, kh, sh, top, H)
+    col_lo, col_hi = _bounds(W_out, kw, sw, left, W)
+    j_lo, j_hi = _inside(W_out, kw, sw, left, W)
+    u_sw = np.uint64(sw)
+    for nc in prange(N * C):
+        plane = x[nc // C, nc % C].reshape(H * W)
+        for i in range(H_out):
+            total = out[nc // C, nc % C, i]
+            total[:] = zero    # of x's dtype: float32 sums stay float32, as in pool_loops
+            for h in range(row_lo[i], row_hi[i]):
+                row = plane[h * W:(h + 1) * W]
+                for q in range(kw):
+                    src = row[j_lo * sw + q - left:]
+                    for jj in range(np.uint64(j_hi - j_lo)):
+                        total[j_lo + jj] += src[jj * u_sw]
+                for j in range(W_out):
+                    if j < j_lo or j >= j_hi:
+                        for w in range(col_lo[j], col_hi[j]):
+                            total[j] += row[w]
+            for j in range(W_out):
+                total[j] = total[j] / divisor[i, j]
+
+
+@kernel(parallel=True)
+def _sum_forward_2x2(x, divisor, out, zero):
     N, C, H, W = x.shape
     H_out, W_out = out.shape[2], out.shape[3]
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         for i in range(H_out):
-            h0 = i * sh - top
+            r0, r1 = x[n, c, 2 * i], x[n, c, 2 * i + 1]
             for j in range(W_out):
-                w0 = j * sw - left
-                total = zero   # of x's dtype: float32 sums stay float32, as in pool_loops
-                for h in range(max(h0, 0), min(h0 + kh, H)):
-                    for w in range(max(w0, 0), min(w0 + kw, W)):
-                        total += x[n, c, h, w]
+                total = (((zero + r0[2 * j]) + r0[2 * j + 1]) + r1[2 * j]) + r1[2 * j + 1]
                 out[n, c, i, j] = total / divisor[i, j]
 
 
-@njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _sum_backward(dout, divisor, dx, kh, kw, sh, sw, top, left):
+    N, C, H_out, W_out = dout.shape
+    H, W = dx.shape[2], dx.shape[3]
+    row_lo, row_hi = _bounds(H_out, kh, sh, top, H)
+    col_lo, col_hi = _bounds(W_out, kw, sw, left, W)
+    # Where windows overlap along a row, an element gets several windows' shares and they
+    # must be added in pool_loops' order (window by window): then the careful path does all.
+    j_lo, j_hi = _inside(W_out, kw, sw, left, W) if sw >= kw else (0, 0)
+    u_sw = np.uint64(sw)
+    for nc in prange(N * C):
+        grad = dx[nc // C, nc % C].reshape(H * W)
+        grad[:] = 0
+        d = dout[nc // C, nc % C]
+        for i in range(H_out):
+            for h in range(row_lo[i], row_hi[i]):
+                row = grad[h * W:(h + 1) * W]
+                for q in range(kw):
+                    dst = row[j_lo * sw + q - left:]
+                    for jj in range(np.uint64(j_hi - j_lo)):
+                        dst[jj * u_sw] += d[i, j_lo + jj] / divisor[i, j_lo + jj]
+            for j in range(W_out):
+                if j < j_lo or j >= j_hi:
+                    share = d[i, j] / divisor[i, j]
+                    for h in range(row_lo[i], row_hi[i]):
+                        for w in range(col_lo[j], col_hi[j]):
+                            grad[h * W + w] += share
+
+
+@kernel(parallel=True)
+def _sum_backward_2x2(dout, divisor, dx, zero):
     N, C, H_out, W_out = dout.shape
     H, W = dx.shape[2], dx.shape[3]
     for nc in prange(N * C):
         n, c = nc // C, nc % C
+        if 2 * H_out < H or 2 * W_out < W:     # rows or columns no window covers
+            dx[n, c] = 0
         for i in range(H_out):
-            h0 = i * sh - top
+            r0, r1 = dx[n, c, 2 * i], dx[n, c, 2 * i + 1]
             for j in range(W_out):
-                w0 = j * sw - left
-                share = dout[n, c, i, j] / divisor[i, j]
-                for h in range(max(h0, 0), min(h0 + kh, H)):
-                    for w in range(max(w0, 0), min(w0 + kw, W)):
-                        dx[n, c, h, w] += share
+                share = zero + dout[n, c, i, j] / divisor[i, j]   # 0 + s, as the loops: −0 → 0
+                r0[2 * j] = share
+                r0[2 * j + 1] = share
+                r1[2 * j] = share
+                r1[2 * j + 1] = share
 
 
 def _real_counts(size, kernel, stride, pad, n_out):
@@ -152,20 +259,26 @@ def _real_counts(size, kernel, stride, pad, n_out):
     return np.minimum(start + kernel, size) - np.maximum(start, 0)
 
 
-def _divided_sums(x, kernel, stride, pads, divisor_of):
-    notice_once(_sum_forward)
+def _divided_sums(x, kernel, stride, pads, divisor_of, numpy_version):
+    if x.dtype not in COMPILED_DTYPES:
+        out, cache = numpy_version()
+        return out, Fallback((cache,))
     x = np.ascontiguousarray(x)
     geometry = _geometry(x.shape, kernel, stride, pads)
     H_out, W_out = geometry[:2]
     divisor = np.ascontiguousarray(divisor_of(H_out, W_out), dtype=x.dtype)
     out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
-    _sum_forward(x, divisor, out, x.dtype.type(0), *geometry[2:])
+    if _is_2x2(kernel, stride, pads):
+        _sum_forward_2x2(x, divisor, out, x.dtype.type(0))
+    else:
+        _sum_forward(x, divisor, out, x.dtype.type(0), *geometry[2:])
     return out, (x.shape, kernel, stride, pads, divisor)
 
 
 def sum_forward(x, kernel, stride, pads):
     """Sum of each window (padding adds 0). x (N, C, H, W) -> out (N, C, H_out, W_out)."""
-    return _divided_sums(x, kernel, stride, pads, lambda H_out, W_out: np.ones((H_out, W_out)))
+    return _divided_sums(x, kernel, stride, pads, lambda H_out, W_out: np.ones((H_out, W_out)),
+                         lambda: pool_fast.sum_forward(x, kernel, stride, pads))
 
 
 def sum_backward(dout, cache):
@@ -185,14 +298,20 @@ def avg_forward(x, kernel, stride, pads, count_include_pad):
         rows = _real_counts(x.shape[2], kernel[0], stride[0], pads[0], H_out)
         cols = _real_counts(x.shape[3], kernel[1], stride[1], pads[1], W_out)
         return np.outer(rows, cols)
-    return _divided_sums(x, kernel, stride, pads, divisor_of)
+    return _divided_sums(x, kernel, stride, pads, divisor_of, lambda: pool_fast.avg_forward(
+        x, kernel, stride, pads, count_include_pad))
 
 
 def avg_backward(dout, cache):
     """dout (N, C, H_out, W_out) -> dx (N, C, H, W): each window spreads dout / divisor over its
     real elements (the padding's share goes nowhere); overlapping windows add up."""
+    if isinstance(cache, Fallback):
+        return pool_fast.avg_backward(dout, cache[0])
     x_shape, kernel, stride, pads, divisor = cache
-    dx = np.zeros(x_shape, dtype=dout.dtype)
-    geometry = _geometry(x_shape, kernel, stride, pads)
-    _sum_backward(np.ascontiguousarray(dout), divisor.astype(dout.dtype), dx, *geometry[2:])
+    dx = np.empty(x_shape, dtype=dout.dtype)    # zeroed plane by plane, in parallel
+    dout, divisor = np.ascontiguousarray(dout), divisor.astype(dout.dtype, copy=False)
+    if _is_2x2(kernel, stride, pads):
+        _sum_backward_2x2(dout, divisor, dx, dx.dtype.type(0))
+    else:
+        _sum_backward(dout, divisor, dx, *_geometry(x_shape, kernel, stride, pads)[2:])
     return dx

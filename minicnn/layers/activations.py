@@ -7,6 +7,7 @@ PyTorch's ``dim=1``; Keras, being NHWC, normalises along its last axis instead.
 """
 import numpy as np
 
+from .. import kernels
 from ..errors import ShapeError
 from .base import Layer
 
@@ -56,11 +57,22 @@ class ReLU(_Elementwise):
 
     def forward(self, x):
         x = as_float(x)
-        self._cache, self._shape, self._dtype = x > 0, x.shape, x.dtype
+        self._shape, self._dtype = x.shape, x.dtype
+        compiled = kernels.compiled()
+        if compiled is not None and x.dtype in (np.float32, np.float64):
+            # one compiled pass; the output itself tells backward where x > 0 (y > 0 there)
+            y = compiled.relu_forward(x)
+            self._cache = ("output", y)
+            return y
+        self._cache = ("mask", x > 0)
         return np.maximum(x, 0)
 
     def backward(self, dy):
-        return np.where(self._cache, self._upstream(dy), 0)
+        dy = self._upstream(dy)
+        kind, saved = self._cache
+        if kind == "output":
+            return kernels.elementwise_numba.relu_backward(dy, saved)
+        return np.where(saved, dy, 0)
 
 
 class Tanh(_Elementwise):

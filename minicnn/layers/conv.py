@@ -88,6 +88,9 @@ class Conv2D(Layer):
         self._cache = None
         self._kernels = None
         self._out_shape = None
+        # False: backward skips dx (the first layer's input is the data, whose gradient training
+        # never reads) and returns None; train_step sets it for its backward pass only
+        self.input_gradient = True
 
     @property
     def dtype(self):
@@ -144,14 +147,15 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dy):
-        """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad."""
+        """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad.
+        Returns None instead of dx when ``input_gradient`` is False."""
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         dy = np.asarray(dy, dtype=self.dtype)
         if dy.shape != self._out_shape:
             raise ShapeError(f"{self!r}: backward expected dy of the output's shape "
                              f"{self._out_shape}, got {dy.shape}")
-        dx, dw, db = self._kernels.backward(dy, self._cache)
+        dx, dw, db = self._kernels.backward(dy, self._cache, need_dx=self.input_gradient)
         self.weight.grad = dw
         if self.bias is not None:
             self.bias.grad = db

@@ -16,8 +16,8 @@ Max pooling pads with −inf and sum pooling with 0, so padding never wins a max
 sum. Every side's padding must be smaller than the kernel, so each window holds at least one
 real element (PyTorch is stricter: at most half the kernel).
 
-The arithmetic runs in the kernels of ``minicnn.kernels.pool()``: plain loops (``pool_loops``)
-or vectorised NumPy (``pool_fast``).
+The arithmetic runs in the kernels of ``minicnn.kernels.pool()``: compiled loops
+(``pool_numba``, the default), plain loops (``pool_loops``) or vectorised NumPy (``pool_fast``).
 """
 import numpy as np
 

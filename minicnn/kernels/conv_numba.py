@@ -1,0 +1,470 @@
+"""Convolution compiled with Numba: the kernels that training uses by default.
+
+Same functions, signatures and results (to rounding) as ``conv_loops`` and ``conv_fast``:
+``forward(x, w, b, stride, pads, dilation) -> (out, cache)`` and
+``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. Two algorithms:
+
+* "gemm" (the default for every shape): im2col written in Numba, then the products in BLAS,
+  one image per thread (``prange`` over the batch). Each thread builds its image's im2col
+  matrix in its own buffer, which stays in its cache, and calls BLAS itself, single-threaded
+  (``blas.py``): no Python between the images and no second pool of threads. The backward
+  pass rebuilds the image's matrix instead of keeping the batch's (LeNet-5's would be 5 MB,
+  mnist_cnn's 43 MB: rebuilding from the cache costs less than reading them back).
+* "direct": the loops of the formula, compiled; one image per thread. It walks each padded
+  image as one flat row: output (i, j) and input (i + p·D_h, j + q·D_w) are p·D_h·Wp + q·D_w
+  apart in memory for every (i, j), so a tap (p, q) of the kernel is ONE contiguous
+  multiply-add over the flat image, which the compiler turns into vector instructions (the
+  kw − 1 columns right of each output row are computed too, and dropped). Stride 1 only.
+  Measured slower than "gemm" on every zoo layer (BLAS keeps sums in registers, these loops
+  go through memory), it is kept as the formula compiled: lesson 13 times it, and
+  ``force("direct")`` selects it.
+
+The gemm path adds a row of ones to the im2col matrix and the bias as a column of the weight
+matrix: ``[W | b] @ [cols; 1]`` adds the bias inside the product, and the gradient of that
+column is the bias gradient, one pass less over the output and over its gradient. The weight
+gradient is summed in groups of ``_GROUP`` images, and the groups in order, so that it does not
+depend on the number of threads. Where NumPy's BLAS cannot be called from Numba
+(``blas.GEMM is None``), the same im2col kernels feed ``np.matmul`` from Python, a few images
+at a time.
+
+Indices inside the compiled loops are unsigned: Numba then needs no check for negative
+(wrap-around) indices, and the loops vectorise. float32 and float64 each compile once per
+machine (``cache=True`` writes the machine code next to this file).
+"""
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+from ..shapes import window_output_size
+from . import blas, conv_fast
+from .blas import NO_TRANS, ROW_MAJOR, TRANS
+from .jit import FMA as _FMA
+from .jit import SUM as _SUM
+from .jit import COMPILED_DTYPES, Fallback, helper, kernel
+
+_CHUNK_BYTES = 2 << 20      # NumPy path: im2col of a few images at a time (the L2 cache's size)
+_GROUP = 4                  # images whose weight gradients one thread adds up before the next
+_ALGORITHMS = ("direct", "gemm")
+_forced = None
+
+
+def algorithm(x_shape, w_shape, stride):
+    """The algorithm for input (N, C, H, W), weights (O, C, kh, kw) and stride: "gemm", the
+    faster on every zoo layer, for training and for prediction (measured on one thread; both
+    split the batch over the threads the same way).
+
+    ``force("direct")`` or ``with forcing("direct"):`` overrides it (tests, lesson 13).
+    """
+    if _forced is not None and (_forced == "gemm" or tuple(stride) == (1, 1)):
+        return _forced
+    return "gemm"
+
+
+@contextmanager
+def forcing(name):
+    """``with forcing("direct"): ...`` uses that algorithm inside the block only."""
+    previous = _forced
+    force(name)
+    try:
+        yield
+    finally:
+        force(previous)
+
+
+def force(name):
+    """Use ``name`` ("direct" or "gemm") for every shape it supports; None: choose per shape.
+    "direct" needs stride 1; strided convolutions stay on "gemm"."""
+    global _forced
+    if name is not None and name not in _ALGORITHMS:
+        raise ValueError(f"conv algorithm must be one of {_ALGORITHMS} or None, got {name!r}")
+    _forced = name
+
+
+# ----------------------------------------------------------------------------------------
+# padding
+# ----------------------------------------------------------------------------------------
+@kernel(parallel=True)
+def _pad_into(x, xp, top, left):
+    """xp (N, C, Hp, Wp) := x (N, C, H, W) with zeros around it, ``top`` rows above and
+    ``left`` columns before."""
+    N, C, H, W = x.shape
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        xp[n, c] = 0
+        for h in range(H):
+            xp[n, c, top + h, left:left + W] = x[n, c, h]
+
+
+def _padded(x, pads):
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return x
+    N, C, H, W = x.shape
+    xp = np.empty((N, C, H + top + bottom, W + left + right), dtype=x.dtype)
+    _pad_into(x, xp, top, left)
+    return xp
+
+
+# ----------------------------------------------------------------------------------------
+# direct: the formula's loops, one image per thread (stride 1)
+# ----------------------------------------------------------------------------------------
+@kernel(parallel=True, fastmath=_FMA)
+def _direct_forward(xp, w, b, out, dh, dw):
+    """out (N, O, Ho, Wo) = conv(xp (N, C, Hp, Wp), w (O, C, KH, KW)) + b (O,), stride 1."""
+    N, C, Hp, Wp = xp.shape
+    O, _, KH, KW = w.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    L = (Ho - 1) * Wp + Wo           # flat positions from the first output to the last one
+    for n in prange(N):
+        acc = np.empty(L, dtype=out.dtype)
+        for o in range(O):
+            acc[:] = b[o]
+            for c in range(C):
+                image = xp[n, c].reshape(Hp * Wp)
+                for p in range(KH):
+                    for q in range(KW):
+                        start = p * dh * Wp + q * dw
+                        window = image[start:start + L]
+                        weight = w[o, c, p, q]
+                        for k in range(L):
+                            acc[k] += weight * window[k]
+            for i in range(Ho):
+                out[n, o, i, :] = acc[i * Wp:i * Wp + Wo]
+
+
+@kernel(parallel=True)
+def _widen(dout, wide, Wp):
+    """wide (N, O, L) := dout (N, O, Ho, Wo) laid out on rows of Wp, zeros between the rows."""
+    N, O, Ho, Wo = dout.shape
+    for no in prange(N * O):
+        n, o = no // O, no % O
+        wide[n, o] = 0
+        for i in range(Ho):
+            wide[n, o, i * Wp:i * Wp + Wo] = dout[n, o, i]
+
+
+@kernel(parallel=True, fastmath=_SUM)
+def _direct_weights(wide, xp, dw_out, db_out, dh, dw):
+    """dw_out (O, C, KH, KW) = Σ_n Σ_k wide[n, o, k] · image_c[start(p, q) + k];
+    db_out (O,) = Σ wide[:, o] (when it has length O). One (o, c) pair per thread."""
+    N, C, Hp, Wp = xp.shape
+    O, _, KH, KW = dw_out.shape
+    L = wide.shape[2]
+    for oc in prange(O * C):
+        o, c = oc // C, oc % C
+        acc = np.zeros(KH * KW, dtype=dw_out.dtype)
+        for n in range(N):
+            grad = wide[n, o]
+            image = xp[n, c].reshape(Hp * Wp)
+            for p in range(KH):
+                for q in range(KW):
+                    start = p * dh * Wp + q * dw
+                    window = image[start:start + L]
+                    total = acc[p * KW + q]
+                    for k in range(L):
+                        total += grad[k] * window[k]
+                    acc[p * KW + q] = total
+        dw_out[o, c] = acc.reshape(KH, KW)
+    for o in prange(db_out.shape[0]):
+        total = db_out.dtype.type(0)
+        for n in range(N):
+            for k in range(L):
+                total += wide[n, o, k]
+        db_out[o] = total
+
+
+@kernel(parallel=True, fastmath=_FMA)
+def _direct_data(wide, w, dxp, dh, dw):
+    """dxp (N, C, Hp, Wp) = the gradient of the padded input: every tap (p, q) of every
+    output channel adds w[o, c, p, q] · wide[n, o] to the window it read. One image per thread."""
+    N, C, Hp, Wp = dxp.shape
+    O, _, KH, KW = w.shape
+    L = wide.shape[2]
+    for n in prange(N):
+        for c in range(C):
+            image = dxp[n, c].reshape(Hp * Wp)
+            image[:] = 0
+            for o in range(O):
+                grad = wide[n, o]
+                for p in range(KH):
+                    for q in range(KW):
+                        start = p * dh * Wp + q * dw
+                        window = image[start:start + L]
+                        weight = w[o, c, p, q]
+                        for k in range(L):
+                            window[k] += weight * grad[k]
+
+
+# ----------------------------------------------------------------------------------------
+# gemm: im2col and col2im in Numba, the products in BLAS
+# ----------------------------------------------------------------------------------------
+@helper()
+def _im2col_image(xp, n, cols, KH, KW, sh, sw, dh, dw, Ho, Wo):
+    """cols[:K] (K, Ho·Wo) := the windows of image n of xp (N, C, Hp, Wp), K = C·KH·KW.
+
+    Row r = (c·KH + p)·KW + q holds x_pad[n, c, i·sh + p·dh, j·sw + q·dw] in column i·Wo + j.
+    """
+    C, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3]
+    u_wo, u_sh, u_sw, u_wp = np.uint64(Wo), np.uint64(sh), np.uint64(sw), np.uint64(Wp)
+    for c in range(C):
+        image = xp[n, c].reshape(Hp * Wp)
+        for p in range(KH):
+            for q in range(KW):
+                row = cols[(c * KH + p) * KW + q]
+                window = image[p * dh * Wp + q * dw:]
+                for i in range(np.uint64(Ho)):
+                    if sw == 1:     # the common case, as its own loop: it vectorises
+                        for j in range(u_wo):
+                            row[i * u_wo + j] = window[i * u_sh * u_wp + j]
+                    else:
+                        for j in range(u_wo):
+                            row[i * u_wo + j] = window[i * u_sh * u_wp + j * u_sw]
+
+
+@helper()
+def _col2im_image(dcols, dxp, n, KH, KW, sh, sw, dh, dw, Ho, Wo):
+    """The adjoint of im2col: dxp[n] := Σ over the windows of dcols (K, Ho·Wo), each window's
+    values added back where im2col read them (overlapping windows add up)."""
+    C, Hp, Wp = dxp.shape[1], dxp.shape[2], dxp.shape[3]
+    u_wo, u_sh, u_sw, u_wp = np.uint64(Wo), np.uint64(sh), np.uint64(sw), np.uint64(Wp)
+    dxp[n] = 0
+    for c in range(C):
+        image = dxp[n, c].reshape(Hp * Wp)
+        for p in range(KH):
+            for q in range(KW):
+                row = dcols[(c * KH + p) * KW + q]
+                window = image[p * dh * Wp + q * dw:]
+                for i in range(np.uint64(Ho)):
+                    if sw == 1:
+                        for j in range(u_wo):
+                            window[i * u_sh * u_wp + j] += row[i * u_wo + j]
+                    else:
+                        for j in range(u_wo):
+                            window[i * u_sh * u_wp + j * u_sw] += row[i * u_wo + j]
+
+
+@intrinsic
+def _gemm(typingctx, address, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """cblas_?gemm(RowMajor, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc), the
+    function at ``address``: C = alpha·op(A)·op(B) + beta·C. A, B, C are given as addresses
+    (``array.ctypes.data``), sizes as integers (64-bit in the call), alpha and beta in the
+    dtype of the arrays (float32: sgemm, float64: dgemm)."""
+    sig = types.void(address, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        i32, i64, pointer = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
+        real = context.get_value_type(signature.args[6])
+        kinds = [i32, i32, i32, i64, i64, i64, real, pointer, i64, pointer, i64, real, pointer,
+                 i64]
+        function = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), kinds).as_pointer())
+        values = [ir.Constant(i32, ROW_MAJOR)]
+        for value, kind in zip(args[1:], kinds[1:]):
+            if kind is pointer:
+                value = builder.inttoptr(value, pointer)
+            elif isinstance(kind, ir.IntType) and value.type.width != kind.width:
+                value = (builder.sext if value.type.width < kind.width else builder.trunc)(
+                    value, kind)
+            values.append(value)
+        builder.call(function, values)
+    return sig, codegen
+
+
+@intrinsic
+def _set_threads(typingctx, address, count):
+    """openblas_set_num_threads_local(count), the function at ``address``: this thread's BLAS
+    thread count; returns the previous one."""
+    sig = types.int32(address, count)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        function = builder.inttoptr(args[0], ir.FunctionType(i32, [i32]).as_pointer())
+        return builder.call(function, [builder.trunc(args[1], i32)])
+    return sig, codegen
+
+
+@kernel(parallel=True)
+def _gemm_forward(xp, wb, out, cols, KH, KW, sh, sw, dh, dw, Ho, Wo, gemm, set_threads):
+    """out[n] (O, Ho·Wo) = wb (O, rows) @ [im2col(xp[n]); 1] (rows, Ho·Wo), one image per
+    iteration; cols (threads, rows, Ho·Wo) is each thread's im2col matrix (its ones row set)."""
+    O, rows = wb.shape
+    one, zero = out.dtype.type(1), out.dtype.type(0)
+    for n in prange(xp.shape[0]):
+        buf = cols[numba.get_thread_id()]
+        _im2col_image(xp, n, buf, KH, KW, sh, sw, dh, dw, Ho, Wo)
+        before = _set_threads(set_threads, 1)   # this product on this thread: the others are busy
+        _gemm(gemm, NO_TRANS, NO_TRANS, O, Ho * Wo, rows, one, wb.ctypes.data, rows,
+              buf.ctypes.data, Ho * Wo, zero, out[n].ctypes.data, Ho * Wo)
+        _set_threads(set_threads, before)
+
+
+@kernel(parallel=True)
+def _gemm_backward(xp, wb, dout, partial, dxp, cols, dcols, group, KH, KW, sh, sw, dh, dw,
+                   Ho, Wo, gemm, set_threads):
+    """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, Ho·Wo) @ dout[n]ᵀ,
+    the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to 1.7 times
+    on LeNet-5's and mnist_cnn's second layers); dxp[n] = col2im(Wᵀ @ dout[n]) when dxp has
+    images (else only the weights' gradient).
+
+    Groups of ``group`` images, in parallel; their sums are added in order afterwards, so the
+    result does not depend on the number of threads.
+    """
+    N = xp.shape[0]
+    O, rows = wb.shape
+    K, HW = dcols.shape[1], Ho * Wo
+    one, zero = dout.dtype.type(1), dout.dtype.type(0)
+    for g in prange(partial.shape[0]):
+        buf, dbuf = cols[numba.get_thread_id()], dcols[numba.get_thread_id()]
+        before = _set_threads(set_threads, 1)
+        for n in range(g * group, min(N, (g + 1) * group)):
+            _im2col_image(xp, n, buf, KH, KW, sh, sw, dh, dw, Ho, Wo)
+            # partial[g] (+)= buf (rows, HW) @ dout[n]ᵀ (HW, O)
+            _gemm(gemm, NO_TRANS, TRANS, rows, O, HW, one, buf.ctypes.data, HW,
+                  dout[n].ctypes.data, HW, zero if n == g * group else one,
+                  partial[g].ctypes.data, O)
+            if dxp.shape[0] > 0:
+                # dbuf (K, HW) = W[:, :K]ᵀ (K, O) @ dout[n] (O, HW); W is wb, leading dim rows
+                _gemm(gemm, TRANS, NO_TRANS, K, HW, O, one, wb.ctypes.data, rows,
+                      dout[n].ctypes.data, HW, zero, dbuf.ctypes.data, HW)
+                _col2im_image(dbuf, dxp, n, KH, KW, sh, sw, dh, dw, Ho, Wo)
+        _set_threads(set_threads, before)
+
+
+@kernel(parallel=True)
+def _im2col(xp, n0, cols, KH, KW, sh, sw, dh, dw, Ho, Wo):
+    """cols[b, :K] (K, Ho·Wo) := im2col of image n0 + b, for every b (without BLAS in Numba)."""
+    for b in prange(cols.shape[0]):
+        _im2col_image(xp, n0 + b, cols[b], KH, KW, sh, sw, dh, dw, Ho, Wo)
+
+
+@kernel(parallel=True)
+def _col2im(dcols, n0, dxp, KH, KW, sh, sw, dh, dw, Ho, Wo):
+    """dxp[n0 + b] := col2im of dcols[b] (K, Ho·Wo), for every b (without BLAS in Numba)."""
+    for b in prange(dcols.shape[0]):
+        _col2im_image(dcols[b], dxp, n0 + b, KH, KW, sh, sw, dh, dw, Ho, Wo)
+
+
+def _with_bias(w, b):
+    """[W | b]: (O, C·kh·kw [+ 1]); the bias is the weight of a constant input 1."""
+    O = w.shape[0]
+    K = w.size // O
+    wb = np.empty((O, K + (b is not None)), dtype=w.dtype)
+    wb[:, :K] = w.reshape(O, K)
+    if b is not None:
+        wb[:, K] = b
+    return wb
+
+
+def _chunk(rows, HW, itemsize):
+    """Images per chunk of the NumPy path: an im2col matrix of about ``_CHUNK_BYTES``."""
+    return max(1, _CHUNK_BYTES // (rows * HW * itemsize))
+
+
+def _buffers(count, rows, HW, dtype, ones):
+    """``count`` im2col matrices (rows, HW); with ``ones`` the last row is all ones."""
+    cols = np.empty((count, rows, HW), dtype=dtype)
+    if ones:
+        cols[:, -1] = 1
+    return cols
+
+
+# ----------------------------------------------------------------------------------------
+# the two passes
+# ----------------------------------------------------------------------------------------
+def forward(x, w, b, stride, pads, dilation):
+    """Convolve x with w, add b.
+
+    x: (N, C, H, W); w: (O, C, kh, kw); b: (O,) or None
+    stride (S_h, S_w); pads ((top, bottom), (left, right)); dilation (D_h, D_w)
+    Returns out (N, O, H_out, W_out) and the cache for ``backward``.
+    """
+    if w.dtype not in COMPILED_DTYPES:          # e.g. float16: NumPy's kernels
+        out, cache = conv_fast.forward(x, w, b, stride, pads, dilation)
+        return out, Fallback((cache,))
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    xp = _padded(x, pads)
+    N, C, Hp, Wp = xp.shape
+    O, _, KH, KW = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    Ho = window_output_size(Hp, KH, sh, (0, 0), dh)
+    Wo = window_output_size(Wp, KW, sw, (0, 0), dw)
+    out = np.empty((N, O, Ho, Wo), dtype=w.dtype)
+    algo = algorithm(x.shape, w.shape, stride)
+    geometry = (KH, KW, sh, sw, dh, dw, Ho, Wo)
+    if algo == "direct":
+        bias = b if b is not None else np.zeros(O, dtype=w.dtype)
+        _direct_forward(xp, w, np.ascontiguousarray(bias, dtype=w.dtype), out, dh, dw)
+        return out, (algo, xp, w, b is not None, x.shape, pads, geometry)
+    wb = _with_bias(w, b)
+    flat = out.reshape(N, O, Ho * Wo)
+    if blas.GEMM is not None:
+        cols = _buffers(numba.get_num_threads(), wb.shape[1], Ho * Wo, w.dtype, b is not None)
+        _gemm_forward(xp, wb, flat, cols, *geometry, blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+    else:
+        B = _chunk(wb.shape[1], Ho * Wo, w.itemsize)
+        cols = _buffers(min(B, N), wb.shape[1], Ho * Wo, w.dtype, b is not None)
+        for n0 in range(0, N, B):
+            nb = min(B, N - n0)
+            _im2col(xp, n0, cols[:nb], *geometry)
+            np.matmul(wb, cols[:nb], out=flat[n0:n0 + nb])   # one product per image, in C
+    return out, (algo, xp, wb, b is not None, x.shape, pads, geometry)
+
+
+def backward(dout, cache, need_dx=True):
+    """Gradients w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
+
+    Returns dx (N, C, H, W), dw (O, C, kh, kw), db (O,) or None. With ``need_dx=False`` dx is
+    not computed and None is returned in its place (the first layer's input is the data: the
+    training loop never uses its gradient).
+    """
+    if isinstance(cache, Fallback):
+        return conv_fast.backward(dout, cache[0], need_dx=need_dx)
+    algo, xp, w, has_bias, x_shape, pads, geometry = cache
+    KH, KW, sh, sw, dh, dw, Ho, Wo = geometry
+    dout = np.ascontiguousarray(dout, dtype=w.dtype)
+    N, C, H, W = x_shape
+    O, K, HW = w.shape[0], C * KH * KW, Ho * Wo
+    dxp = np.empty(xp.shape if need_dx else (0,) + xp.shape[1:], dtype=w.dtype)
+    if algo == "direct":
+        Wp = xp.shape[3]
+        wide = np.empty((N, O, (Ho - 1) * Wp + Wo), dtype=w.dtype)
+        _widen(dout, wide, Wp)
+        dw_ = np.empty(w.shape, dtype=w.dtype)
+        db = np.empty(O if has_bias else 0, dtype=w.dtype)
+        _direct_weights(wide, xp, dw_, db, dh, dw)
+        if need_dx:
+            _direct_data(wide, w, dxp, dh, dw)
+        db = db if has_bias else None
+    else:
+        rows = w.shape[1]                 # w is [W | b] here
+        flat = dout.reshape(N, O, HW)
+        if blas.GEMM is not None:
+            threads = numba.get_num_threads()
+            partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
+            cols = _buffers(threads, rows, HW, w.dtype, has_bias)
+            dcols = np.empty((threads if need_dx else 0, K, HW), dtype=w.dtype)
+            _gemm_backward(xp, w, flat, partial, dxp, cols, dcols, _GROUP, *geometry,
+                           blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+            dwb = partial.sum(axis=0).T
+        else:
+            B = _chunk(rows, HW, w.itemsize)
+            cols = _buffers(min(B, N), rows, HW, w.dtype, has_bias)
+            w_t = w[:, :K].T
+            dwb = np.zeros((O, rows), dtype=w.dtype)
+            for n0 in range(0, N, B):
+                nb = min(B, N - n0)
+                _im2col(xp, n0, cols[:nb], *geometry)
+                dwb += np.matmul(flat[n0:n0 + nb], cols[:nb].transpose(0, 2, 1)).sum(axis=0)
+                if need_dx:
+                    _col2im(np.matmul(w_t, flat[n0:n0 + nb]), n0, dxp, *geometry)
+        dw_ = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
+        db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
+    if not need_dx:
+        return None, dw_, db
+    (top, _), (left, _) = pads
+    dx = dxp if dxp.shape == x_shape else np.ascontiguousarray(
+        dxp[:, :, top:top + H, left:left + W])
+    return dx, dw_, db

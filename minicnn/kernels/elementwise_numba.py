@@ -1,0 +1,85 @@
+"""Elementwise work compiled with Numba: ReLU's two passes and Adam's update.
+
+NumPy evaluates ``np.where(x > 0, dy, 0)`` as separate passes over memory, each with its own
+temporary array (the mask, then the result); Adam's update is ten such passes per parameter.
+A compiled loop reads each input once and writes each output once. The arithmetic, and its
+order, is the NumPy code's: results are bit for bit those of the NumPy versions in
+``layers/activations.py`` and ``optim.py`` (the tests check it).
+
+Arrays are contiguous and of one float dtype; the callers fall back to NumPy otherwise.
+"""
+import numpy as np
+from numba import prange
+
+from .jit import helper, kernel
+
+_PARALLEL_SIZE = 1 << 15     # below this many elements one thread is faster than waking two
+
+
+def _version(kernel, size):
+    return kernel if size >= _PARALLEL_SIZE else kernel.run_serial
+
+
+@kernel(parallel=True)
+def _relu(x, y):
+    zero = y.dtype.type(0)
+    for i in prange(x.size):
+        # NaN is not <= 0 and passes through, as with np.maximum(x, 0)
+        y[i] = zero if x[i] <= zero else x[i]
+
+
+@kernel(parallel=True)
+def _relu_backward(dy, y, dx):
+    zero = dx.dtype.type(0)
+    for i in prange(y.size):
+        # y > 0 exactly where x > 0 (a NaN input gives a NaN output, and no gradient)
+        dx[i] = dy[i] if y[i] > zero else zero
+
+
+def relu_forward(x):
+    """y = max(x, 0) for a float array of any shape (NaN stays NaN). Returns y, same shape."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _version(_relu, x.size)(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(dy, y):
+    """dx = dy where y > 0, else 0; y is the forward output. Same shape and dtype as y."""
+    dy, y = np.ascontiguousarray(dy), np.ascontiguousarray(y)
+    dx = np.empty_like(y)
+    _version(_relu_backward, y.size)(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+@helper(inline="always")
+def _adam_element(p, g, m, v, i, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                  sqrt_bias_correction2, eps, weight_decay):
+    # the operations of optim.Adam._update, in its order and in p's dtype
+    grad = g[i]
+    if weight_decay != 0:
+        grad = grad + weight_decay * p[i]
+    m[i] += one_minus_beta1 * (grad - m[i])
+    v[i] *= beta2
+    v[i] += one_minus_beta2 * (grad * grad)
+    denom = np.sqrt(v[i]) / sqrt_bias_correction2 + eps
+    p[i] -= step_size * (m[i] / denom)
+
+
+@kernel(parallel=True)
+def _adam(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,
+          sqrt_bias_correction2, eps, weight_decay):
+    for i in prange(p.size):
+        _adam_element(p, g, m, v, i, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                      sqrt_bias_correction2, eps, weight_decay)
+
+
+def adam_step(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,
+              sqrt_bias_correction2, eps, weight_decay):
+    """One Adam update of p (any shape) in place, with its gradient g and moments m, v (same
+    shape, dtype and contiguity). The scalars are Python floats; each is rounded to p's dtype
+    first, as NumPy does when it multiplies a float32 array by a Python float."""
+    t = p.dtype.type
+    _version(_adam, p.size)(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                            t(one_minus_beta1), t(beta2), t(one_minus_beta2), t(step_size),
+                            t(sqrt_bias_correction2), t(eps), t(weight_decay))

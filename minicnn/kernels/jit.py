@@ -1,0 +1,137 @@
+"""What the Numba kernels share: how they are compiled, on how many threads, and the notice.
+
+Numba compiles a kernel the first time it is called with a new combination of argument types
+(float32 and float64 arrays are two), and ``cache=True`` writes the machine code to
+``__pycache__`` next to the source, so later processes load it in milliseconds. Only the very
+first run on a machine (or after the kernel's source changed) compiles, which takes seconds;
+``notice_once`` says so on stderr instead of leaving a silent pause.
+
+A parallel kernel (``kernel(parallel=True)``) exists twice: compiled with ``parallel=True``, its
+``prange`` loops are split over Numba's threads; compiled without, ``prange`` is a plain
+``range``. One thread (``NUMBA_NUM_THREADS=1``, or ``OMP_NUM_THREADS=1`` without it) runs the
+second and never wakes a thread pool. Each version is compiled the first time it is needed.
+
+The threads are Numba's default pool: OpenMP ("omp", GNU libgomp). Its idle threads spin for a
+while before they sleep, which is fast on an idle machine and slow on a busy one (two processes
+with two spinning threads each on two cores); ``NUMBA_THREADING_LAYER=workqueue`` trades a
+little speed for threads that sleep at once. A process loads one libgomp, shared by Numba and
+PyTorch: ``minicnn.bench`` imports PyTorch first, so that both run on PyTorch's own copy.
+"""
+import os
+import sys
+import types
+
+# Numba starts as many threads as there are cores unless NUMBA_NUM_THREADS says otherwise. When
+# only OMP_NUM_THREADS is given (as for BLAS and PyTorch, e.g. one thread per test worker),
+# follow it: two processes with two spinning threads each on two cores run ten times slower.
+_OMP = os.environ.get("OMP_NUM_THREADS", "")
+_FOLLOW_OMP = "NUMBA_NUM_THREADS" not in os.environ and _OMP.isdigit() and int(_OMP) >= 1
+if _FOLLOW_OMP and "numba" not in sys.modules:
+    os.environ["NUMBA_NUM_THREADS"] = _OMP          # numba reads it when imported, just below
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+
+if _FOLLOW_OMP and int(_OMP) < numba.get_num_threads():
+    # numba was imported before us (its environment is read once): limit this thread's launches
+    numba.set_num_threads(int(_OMP))
+
+# 'contract' lets the compiler fuse a·b + c into one FMA instruction; 'reassoc' lets it split
+# a sum into several partial sums (one per vector lane). Neither assumes away NaN or infinity.
+FMA = {"contract"}
+SUM = {"contract", "reassoc"}
+
+COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Fallback(tuple):
+    """The cache of a pass that the NumPy kernels did (an array of another dtype, e.g. float16,
+    which the compiled kernels do not take): ``Fallback((cache,))``, so that backward knows."""
+
+
+DISPATCHERS = []    # every compiled version of every kernel, for compile_counts()
+
+
+class Kernel:
+    """A compiled kernel, called from Python. With ``parallel=True`` it exists twice: calls run
+    the parallel version when the calling thread has more than one Numba thread
+    (``numba.get_num_threads()``), the serial one otherwise (or when asked: ``run_serial``).
+    The first call of a version that is neither compiled nor cached prints the compile notice."""
+
+    def __init__(self, fn, parallel, options):
+        self.__name__, self.__doc__ = fn.__name__, fn.__doc__
+        if parallel:
+            self.parallel = numba.njit(cache=True, parallel=True, **options)(fn)
+            # a copy under another name: Numba's cache files are named after the function
+            copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                      fn.__defaults__, fn.__closure__)
+            copy.__qualname__ = fn.__qualname__ + "_serial"
+            fn = copy
+        self.serial = numba.njit(cache=True, **options)(fn)
+        if not parallel:
+            self.parallel = self.serial
+        DISPATCHERS.extend({id(d): d for d in (self.parallel, self.serial)}.values())
+
+    def version(self):
+        """The compiled version this thread runs."""
+        return self.parallel if numba.get_num_threads() > 1 else self.serial
+
+    def __call__(self, *args):
+        version = self.version()
+        notice_once(version)
+        return version(*args)
+
+    def run_serial(self, *args):
+        """Run the serial version, whatever the thread count (for work too small to share)."""
+        notice_once(self.serial)
+        return self.serial(*args)
+
+
+def kernel(parallel=False, **options):
+    """A ``Kernel``: ``numba.njit(cache=True, **options)``, twice with ``parallel=True``."""
+    return lambda fn: Kernel(fn, parallel, options)
+
+
+def helper(**options):
+    """``numba.njit(cache=True, **options)`` for functions that kernels call (not Python)."""
+    def wrap(fn):
+        compiled = numba.njit(cache=True, **options)(fn)
+        DISPATCHERS.append(compiled)
+        return compiled
+    return wrap
+
+
+def compile_counts():
+    """(compiled, loaded): how many kernel versions this process compiled, and how many it
+    loaded from Numba's on-disk cache, so far. A benchmark reports them with the first call."""
+    compiled = sum(sum(d.stats.cache_misses.values()) for d in DISPATCHERS)
+    loaded = sum(sum(d.stats.cache_hits.values()) for d in DISPATCHERS)
+    return compiled, loaded
+
+
+_noticed = False
+_checked = set()    # kernels already looked at: the look-up below costs ~30 µs, a call ~1 µs
+
+
+def notice_once(kernel):
+    """Say once per process, on stderr, that Numba is compiling (a first run takes seconds).
+
+    Nothing is said when this kernel is already compiled in this process or its compiled code
+    is in Numba's on-disk cache (then the first call only loads it).
+    """
+    global _noticed
+    if _noticed or kernel in _checked:
+        return
+    _checked.add(kernel)
+    if kernel.signatures:
+        return
+    try:
+        cached = os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:   # Numba's cache internals moved: better one line too many
+        cached = False
+    if not cached:
+        # tqdm.write: above a progress bar that is running, not in the middle of it
+        tqdm.write("compiling kernels (first run only)", file=sys.stderr)
+        _noticed = True
