@@ -4,8 +4,9 @@
     model = mc.Sequential([mc.Conv2D(1, 6, 5, padding=2), mc.ReLU(), mc.AvgPool2D(2), ...])
 """
 from .errors import ShapeError
-from .layers import (AvgPool2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
-                     LogSoftmax, MaxPool2D, ReLU, Sigmoid, Softmax, SumPool2D, Tanh)
+from .layers import (Add, AvgPool2D, BasicBlock, BatchNorm2D, Bottleneck, Conv2D, Dense, Dropout,
+                     Flatten, GlobalAvgPool2D, Identity, Layer, LogSoftmax, MaxPool2D, ReLU,
+                     Residual, Sigmoid, Softmax, SumPool2D, Tanh, ZeroPadding2D)
 from .losses import CategoricalCrossentropy, CrossEntropyLoss, NLLLoss
 from .model import Sequential
 from .parameter import Parameter

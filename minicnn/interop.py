@@ -8,12 +8,19 @@
     to_torch(model, module=net)                  # copy into a network you already have
     from_keras(keras_model, model=mc.zoo.lenet5())   # ... in either direction
 
+    model = from_torch(torchvision_resnet50)     # ResNets: weights AND running statistics
+    model = from_keras(keras.applications.ResNet50(weights=None, classifier_activation=None))
+
 Passing an existing network (``module=``, ``keras_model=``, ``model=``) copies the weights of
 the layers that have some (Conv2D, Dense), matched IN ORDER: the i-th one of minicnn with the
 i-th of the framework. That is how the idiomatic classes of ``reference/`` (an ``nn.Module``
 whose ``forward`` calls ``F.relu``, a Keras model with ``activation="relu"``) take minicnn's
 weights. A shape that does not fit raises a ShapeError naming both layers, before anything
 is copied.
+
+Networks with BatchNorm or residual blocks (the ResNets of the zoo, torchvision's, Keras')
+are copied BY NAME instead, buffers included, in ``minicnn.interop_resnet``: the functions
+below send them there.
 
 What changes on the way (the layouts):
 
@@ -38,6 +45,7 @@ import os
 
 import numpy as np
 
+from . import interop_resnet as _resnet
 from . import layers as L
 from .errors import ShapeError
 from .model import Sequential
@@ -186,6 +194,9 @@ def _torch_modules(step):
             return [nn.ZeroPad2d((left, r, t, b)), pool]
         raise ValueError(f"{step}: PyTorch has no module for an average over windows padded "
                          f"unevenly {unpadded} that leaves the padding out of the count")
+    if isinstance(layer, L.ZeroPadding2D):
+        (t, b), (left, r) = layer.padding
+        return [nn.ZeroPad2d((left, r, t, b))]  # PyTorch lists the width first
     if isinstance(layer, L.GlobalAvgPool2D):
         return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]  # (N, C, 1, 1) -> (N, C)
     if isinstance(layer, L.Flatten):
@@ -246,6 +257,8 @@ def to_torch(model, module=None, input_shape=None):
     Raises ShapeError naming the layer when a shape differs; nothing is copied then.
     """
     torch = _torch()
+    if _resnet.needs_names(model):
+        return _resnet.to_torch(model, module)
     if module is not None:
         pairs = _torch_pairs(model, module)
         with torch.no_grad():
@@ -367,8 +380,13 @@ def from_torch(module, model=None):
     model=a minicnn model: copies the Conv2d/Linear weights of any ``nn.Module`` (e.g. a class
     whose forward() calls F.relu, which a Sequential cannot see) into it, in order, and returns
     it. Raises ShapeError naming both layers when a shape differs; nothing is copied then.
+    A torchvision-style ResNet (or a model with BatchNorm / residual blocks) goes by name,
+    running statistics included: see ``minicnn.interop_resnet.from_torch``.
     """
     torch = _torch()
+    if (model is None and _resnet.is_torch_resnet(module)
+            or model is not None and _resnet.needs_names(model)):
+        return _resnet.from_torch(module, model)
     if model is None:
         if not isinstance(module, torch.nn.Sequential):
             raise TypeError(f"from_torch: {type(module).__name__} computes in its own forward(), "
@@ -433,6 +451,8 @@ def _keras_layers(step, dtype):
         if isinstance(layer, L.SumPool2D):  # Keras has no sum pool: the mean times the area
             return [pool, k.Rescaling(float(np.prod(layer.kernel_size)), **kw)]
         return [pool]
+    if isinstance(layer, L.ZeroPadding2D):
+        return [k.ZeroPadding2D(layer.padding, **kw)]
     if isinstance(layer, L.GlobalAvgPool2D):
         return [k.GlobalAveragePooling2D(**kw)]
     if isinstance(layer, L.Flatten):
@@ -457,10 +477,11 @@ def _keras_layers(step, dtype):
 
 
 def _keras_leaves(keras_model):
-    """The layers of a Keras model in order, nested models opened, Input layers left out."""
+    """The layers of a Keras model in order, nested models opened, Input layers left out.
+    A list of layers (a part of a model, as interop_resnet reads a head) is opened likewise."""
     keras = _keras()
     out = []
-    for layer in keras_model.layers:
+    for layer in keras_model if isinstance(keras_model, list) else keras_model.layers:
         if isinstance(layer, keras.Model):
             out += _keras_leaves(layer)
         elif not isinstance(layer, keras.layers.InputLayer):
@@ -545,6 +566,8 @@ def to_keras(model, keras_model=None, input_shape=None):
     Dense after a Flatten gets its rows reordered from (C, H, W) to Keras' (H, W, C).
     """
     keras = _keras()
+    if _resnet.needs_names(model):
+        return _resnet.to_keras(model, keras_model, input_shape)
     if keras_model is None:
         shape = _sample_shape(model, input_shape)
         if shape is None:
@@ -675,7 +698,12 @@ def from_keras(keras_model, model=None):
     model=a minicnn model: copies the Conv2D/Dense weights into it, in order, and returns it.
     The Keras model must be built (on a keras.Input) so that its Flatten's input is known.
     Raises ShapeError naming both layers when a shape differs; nothing is copied then.
+    keras.applications.ResNet50 / 101 / 152 (or a model with BatchNorm / residual blocks) go
+    by name, moving statistics included: see ``minicnn.interop_resnet.from_keras``.
     """
+    if (model is None and _resnet.is_keras_resnet(keras_model)
+            or model is not None and _resnet.needs_names(model)):
+        return _resnet.from_keras(keras_model, model)
     if model is None:
         weights = keras_model.weights
         dtype = np.dtype(weights[0].dtype) if weights else np.dtype(np.float32)

@@ -1,6 +1,12 @@
 """Sequential: layers applied one after another, and backward through them in reverse."""
+import numpy as np
+
 from .errors import ShapeError
-from .layers.base import Layer
+from .layers.base import Layer, children_repr
+
+
+# instance attributes of a Sequential (compile() sets some): no layer may take their names
+_RESERVED = ("layers", "training", "optimizer", "loss", "metrics", "spec")
 
 
 class Sequential(Layer):
@@ -8,14 +14,62 @@ class Sequential(Layer):
 
     forward:  x (N, ...) -> output of the last layer
     backward: dy (shape of the output) -> dx (shape of x), filling every ``param.grad``
+
+    ``Sequential([conv, relu, ...])`` names the layers "0", "1", ... as torch.nn.Sequential;
+    ``Sequential({"features": ..., "fc": ...})`` or a list of (name, layer) pairs names them
+    (torch.nn.Sequential(OrderedDict(...))). A layer is reached as ``model[3]``,
+    ``model["fc"]`` or ``model.fc``, and replaced with ``model["fc"] = Dense(2048, 2)`` (a new
+    head for transfer learning). Parameter names follow: "3.weight", "fc.weight", "1.2.weight".
     """
 
     def __init__(self, layers=()):
         super().__init__()
-        self.layers = list(layers)
-        for i, layer in enumerate(self.layers):
+        if isinstance(layers, dict):
+            items = list(layers.items())
+        else:
+            items = list(layers)
+            if items and all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                             for item in items):
+                items = [(name, layer) for name, layer in items]
+            else:
+                items = [(str(i), layer) for i, layer in enumerate(items)]
+        self._names = []
+        self.layers = []
+        for i, (name, layer) in enumerate(items):
+            self._check_name(name, i)
             if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential: item {i} is {layer!r}, not a minicnn layer")
+                raise TypeError(f"Sequential: item {i} ({name!r}) is {layer!r}, not a minicnn layer")
+            self._names.append(name)
+            self.layers.append(layer)
+        if self._names == [str(i) for i in range(len(self._names))]:
+            # index names are computed from positions, so code that edits ``model.layers``
+            # directly (``model.layers.insert(0, layer)``) keeps consistent names
+            self._names = None
+
+    def _check_name(self, name, i):
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"Sequential: item {i} has name {name!r}; a name is a non-empty "
+                             f"string without dots (dots separate names in 'fc.weight')")
+        if name in self._names:
+            raise ValueError(f"Sequential: the name {name!r} is used twice (items "
+                             f"{self._names.index(name)} and {i})")
+        if not name.isdigit() and hasattr(type(self), name) or name in _RESERVED:
+            raise ValueError(f"Sequential: the name {name!r} would hide Sequential.{name}; "
+                             f"choose another")
+
+    @property
+    def names(self):
+        """The layers' names, in order: ["0", "1", ...] or the names given."""
+        if self._names is None:
+            return [str(i) for i in range(len(self.layers))]
+        if len(self._names) != len(self.layers):
+            raise RuntimeError(f"Sequential: {len(self.layers)} layers but {len(self._names)} names: "
+                               f"the list model.layers of a named Sequential was edited directly; "
+                               f"replace a layer with model[name] = layer instead")
+        return list(self._names)
+
+    def named_children(self):
+        return list(zip(self.names, self.layers))
 
     def forward(self, x):
         shapes = []
@@ -50,12 +104,22 @@ class Sequential(Layer):
             shape = out
         return rows
 
+    def explain(self, input_shape):
+        """Each layer's line "name: Type (input) -> (output)", then its own arithmetic indented."""
+        lines = []
+        for name, (layer, shape_in, shape_out) in zip(self.names, self.shapes(input_shape)):
+            lines.append(f"{name}: {type(layer).__name__} {shape_in} -> {shape_out}")
+            lines += ["    " + line for line in layer.explain(shape_in)]
+        return lines
+
     def _with_context(self, err, index, shapes):
         """Add where the offending shape came from: the previous layer and its arithmetic.
 
         ``shapes[i]`` is the input shape of layer i, for every layer up to ``index``.
         """
-        lines = [str(err), f"  at layer {index} of the Sequential, input shape {shapes[index]}"]
+        name = self.names[index]
+        named = f" ({name})" if name != str(index) else ""
+        lines = [str(err), f"  at layer {index}{named} of the Sequential, input shape {shapes[index]}"]
         if index > 0:
             prev = self.layers[index - 1]
             lines.append(f"  from the previous layer {prev!r}: {shapes[index - 1]} -> {shapes[index]}")
@@ -64,28 +128,7 @@ class Sequential(Layer):
         new.layer_index = index
         return new
 
-    def parameters(self):
-        return [p for layer in self.layers for p in layer.parameters()]
-
-    def named_parameters(self):
-        """[("3.weight", Parameter), ...] with PyTorch's naming: layer index, then attribute."""
-        named = []
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Sequential):
-                named += [(f"{i}.{name}", p) for name, p in layer.named_parameters()]
-            else:
-                for attr in ("weight", "bias"):
-                    p = getattr(layer, attr, None)
-                    if p is not None and p in layer.parameters():
-                        named.append((f"{i}.{attr}", p))
-        return named
-
-    def train(self, mode=True):
-        self.training = mode
-        for layer in self.layers:
-            layer.train(mode)
-        return self
-
+    # -- Keras style: compile once, then fit / evaluate / predict --------------------------
     # -- Keras style: compile once, then fit / evaluate / predict --------------------------
     def compile(self, optimizer="adam", loss="cross_entropy", metrics=("accuracy",), lr=None):
         """Choose the optimizer and loss (objects, or names such as "adam" and "nll").
@@ -126,9 +169,44 @@ class Sequential(Layer):
     def __len__(self):
         return len(self.layers)
 
-    def __getitem__(self, index):
-        return self.layers[index]
+    def _index(self, key):
+        """The position of ``key``: an int (negative counts from the end) or a layer's name."""
+        if isinstance(key, str):
+            names = self.names
+            if key not in names:
+                raise KeyError(f"Sequential has no layer named {key!r}; its names are {names}")
+            return names.index(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not -len(self.layers) <= key < len(self.layers):
+                raise IndexError(f"Sequential index {key} out of range for {len(self.layers)} layers")
+            return int(key) % len(self.layers)
+        raise TypeError(f"Sequential indices are ints, names or slices, not {key!r}")
+
+    def __getitem__(self, key):
+        """``model[3]``, ``model["fc"]``, or ``model[:-1]`` (a Sequential of those layers, names kept)."""
+        if isinstance(key, slice):
+            return Sequential(list(zip(self.names[key], self.layers[key])))
+        return self.layers[self._index(key)]
+
+    def __setitem__(self, key, layer):
+        """``model["fc"] = Dense(2048, 2)``: replace a layer, keeping its name and position."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential: {layer!r} is not a minicnn layer")
+        self.layers[self._index(key)] = layer
+
+    def __getattr__(self, name):
+        # called only when ordinary lookup fails: ``model.fc`` finds the layer named "fc"
+        names = self.__dict__.get("_names")
+        if names and name in names:
+            return self.layers[names.index(name)]
+        raise AttributeError(f"'Sequential' object has no attribute or layer named {name!r}")
+
+    def __setattr__(self, name, value):
+        names = self.__dict__.get("_names")
+        if names and name in names:
+            self[name] = value
+        else:
+            super().__setattr__(name, value)
 
     def __repr__(self):
-        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
-        return f"Sequential(\n{inner}\n)"
+        return children_repr("Sequential", self.named_children())

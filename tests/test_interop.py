@@ -29,7 +29,7 @@ pytestmark = [requires_torch, requires_keras]
 #: the issue's bar for float32: max |Δ| of outputs, and of weights after one step
 ATOL = 1e-5
 LR = 0.1
-NAMES = mc.zoo.NAMES
+NAMES = mc.zoo.CHAINS  # the ResNets (copied by name, with BatchNorm statistics): test_resnet.py
 
 
 def batch(name, n=4, seed=0):

@@ -133,3 +133,108 @@ def test_zero_grad_train_eval_and_parameters():
 def test_sequential_rejects_non_layers():
     with pytest.raises(TypeError, match="item 1"):
         mc.Sequential([mc.ReLU(), "relu"])
+
+
+# ------------------------------------------------------------------------------------------
+# names: torch.nn.Sequential(OrderedDict(...)) style, and a new head for transfer learning
+# ------------------------------------------------------------------------------------------
+def named_cnn():
+    features = mc.Sequential([mc.Conv2D(2, 3, 3, padding=1, rng=0), mc.BatchNorm2D(3), mc.ReLU()])
+    return mc.Sequential({"features": features, "pool": mc.GlobalAvgPool2D(),
+                          "fc": mc.Dense(3, 4, rng=1)})
+
+
+def test_named_sequential_names_parameters_and_buffers_like_torch():
+    model = named_cnn()
+    assert model.names == ["features", "pool", "fc"]
+    assert [n for n, _ in model.named_parameters()] == [
+        "features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias",
+        "fc.weight", "fc.bias"]
+    assert [p for _, p in model.named_parameters()] == model.parameters()
+    assert [n for n, _ in model.named_buffers()] == [
+        "features.1.running_mean", "features.1.running_var", "features.1.num_batches_tracked"]
+    assert [n for n, _ in model.named_modules()] == ["", "features", "features.0", "features.1",
+                                                    "features.2", "pool", "fc"]
+    assert mc.Sequential([("a", mc.ReLU()), ("b", mc.Flatten())]).names == ["a", "b"]
+
+
+@requires_torch
+def test_named_sequential_matches_torch_names():
+    import collections
+    import torch.nn as tnn
+    theirs = tnn.Sequential(collections.OrderedDict(
+        features=tnn.Sequential(tnn.Conv2d(2, 3, 3, padding=1), tnn.BatchNorm2d(3), tnn.ReLU()),
+        pool=tnn.AdaptiveAvgPool2d(1), fc=tnn.Linear(3, 4)))
+    ours = named_cnn()
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+
+
+def test_access_and_replace_by_name_index_and_attribute():
+    model = named_cnn()
+    assert model["fc"] is model.fc is model[2] is model[-1]
+    assert model.features[1] is model["features"][1]
+    new_head = mc.Dense(3, 2)
+    model["fc"] = new_head                    # a new head for a 2-class task
+    assert model.fc is new_head and model.output_shape((5, 2, 8, 8)) == (5, 2)
+    model.pool = mc.GlobalAvgPool2D()
+    assert model.names == ["features", "pool", "fc"] and "fc.weight" in dict(model.named_parameters())
+    head = model[1:]
+    assert isinstance(head, mc.Sequential) and head.names == ["pool", "fc"]
+    assert model.get_layer("features.1") is model.features[1]
+    with pytest.raises(KeyError, match="no layer named 'head'"):
+        model["head"]
+    with pytest.raises(AttributeError, match="head"):
+        model.head
+    with pytest.raises(IndexError):
+        model[3]
+    with pytest.raises(TypeError, match="not a minicnn layer"):
+        model["fc"] = "dense"
+
+
+@pytest.mark.parametrize("items, match", [
+    ([("a", mc.ReLU()), ("a", mc.ReLU())], "used twice"),
+    ([("a.b", mc.ReLU())], "without dots"),
+    ([("forward", mc.ReLU())], "hide"),
+    ([("layers", mc.ReLU())], "hide")])
+def test_bad_names(items, match):
+    with pytest.raises(ValueError, match=match):
+        mc.Sequential(items)
+
+
+def test_editing_layers_of_a_named_sequential_directly_is_caught():
+    model = named_cnn()
+    model.layers.append(mc.ReLU())
+    with pytest.raises(RuntimeError, match=r"model\[name\] = layer"):
+        model.named_parameters()
+    plain = small_cnn()
+    plain.layers.insert(0, mc.ReLU())  # index names follow the positions
+    assert [n for n, _ in plain.named_parameters()][0] == "1.weight"
+
+
+def test_train_eval_and_freezing_reach_every_nested_layer():
+    model = mc.Sequential([named_cnn(), mc.Residual(mc.Sequential([mc.ReLU()]))])
+    model.eval()
+    assert all(not layer.training for _, layer in model.named_modules())
+    model.train()
+    assert all(layer.training for _, layer in model.named_modules())
+    model[0].features.trainable = False
+    assert [n for n, p in model.named_parameters() if p.trainable] == ["0.fc.weight", "0.fc.bias"]
+    assert not model[0].features.trainable and model.trainable
+
+
+def test_load_buffer_by_dotted_name_writes_in_place():
+    model = named_cnn()
+    buf = model.features[1].running_var
+    model.load_buffer("features.1.running_var", [2.0, 3.0, 4.0])
+    assert buf is model.features[1].running_var
+    np.testing.assert_array_equal(buf, [2.0, 3.0, 4.0])
+    with pytest.raises(KeyError, match="no buffer 'running_max'"):
+        model.load_buffer("features.1.running_max", [1.0])
+
+
+def test_nested_repr_is_indented_like_torch():
+    assert repr(named_cnn()).splitlines()[:3] == [
+        "Sequential(", "  (features): Sequential(",
+        "    (0): Conv2D(2, 3, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))"]

@@ -14,6 +14,7 @@ configuration and the max error.
 """
 import importlib.util
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,6 +23,7 @@ import pytest
 
 import minicnn.layers as L
 import minicnn.losses as LS
+from minicnn.model import Sequential
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,6 +102,7 @@ class Twin:
     x_to_ours: Callable = lambda a: a
     y_to_ours: Callable = lambda a: a
     y_to_theirs: Callable = lambda a: a
+    module: object = None  # the framework's layer itself, when tests need its state (BatchNorm)
 
 
 def nchw_to_nhwc(a):
@@ -129,6 +132,11 @@ def torch_twin(layer, input_shape):
     """The PyTorch twin of ``layer`` (float64 or float32, as the layer), same weights."""
     if torch is None:
         raise Unsupported("torch is not installed")
+    if isinstance(layer, _TORCH_MODULE_TYPES):
+        mod = torch_module(layer, input_shape)
+        by_name = dict(mod.named_parameters())
+        return Twin(mod, [by_name[name] for name, _ in layer.named_parameters()],
+                    [lambda g: g] * len(by_name), module=mod)
     if isinstance(layer, L.Conv2D):
         pads = layer.padding_for(input_shape[2], input_shape[3])
         (t, b), (l, r) = pads
@@ -180,6 +188,164 @@ def torch_twin(layer, input_shape):
     raise Unsupported(f"no torch twin for {layer!r}")
 
 
+# ----------------------------------------------------------------------------------------
+# torch modules with torch's names: BatchNorm, padding, residual blocks, named Sequentials
+# ----------------------------------------------------------------------------------------
+_TORCH_MODULE_TYPES = (L.BatchNorm2D, L.ZeroPadding2D, L.Identity, L.Residual, L.Bottleneck,
+                       L.BasicBlock, Sequential)
+
+
+def _torch_bn(layer):
+    """nn.BatchNorm2d doing what ``layer`` does in its current mode (torch convention only, or
+    running statistics: Keras' update of the moving variance has no nn.BatchNorm2d twin)."""
+    batch = layer.uses_batch_statistics()
+    if layer.convention != "torch" and batch:
+        raise Unsupported("Keras' moving-variance update (biased) has no torch twin")
+    momentum = layer.momentum if layer.convention == "torch" else 1 - layer.momentum
+    mod = tnn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=momentum, affine=layer.affine)
+    # a frozen Keras-style BatchNorm normalises with its running statistics: torch's eval mode
+    return mod.train(batch)
+
+
+def torch_module(layer, input_shape=None):
+    """A torch.nn.Module computing what ``layer`` computes, with the same parameter and buffer
+    names (checked) and values, in the layer's dtype. Blocks are torchvision's code, re-typed."""
+    if isinstance(layer, L.BatchNorm2D):
+        mod = _torch_bn(layer)
+    elif isinstance(layer, L.ZeroPadding2D):
+        (t, b), (l, r) = layer.padding
+        mod = tnn.ZeroPad2d((l, r, t, b))  # torch lists the width first
+    elif isinstance(layer, L.Identity):
+        mod = tnn.Identity()
+    elif isinstance(layer, Sequential):
+        shape, mods = input_shape, []
+        for name, sub in layer.named_children():
+            mods.append((name, torch_module(sub, shape)))
+            shape = None if shape is None else sub.output_shape(shape)
+        mod = tnn.Sequential(OrderedDict(mods))
+    elif isinstance(layer, L.Residual):
+        mod = TorchResidual(torch_module(layer.branch, input_shape),
+                            None if layer.shortcut is None else torch_module(layer.shortcut, input_shape),
+                            None if layer.activation is None else torch_module(layer.activation))
+    elif isinstance(layer, L.Bottleneck):
+        mod = TorchBottleneck(layer)
+        for name in ("bn1", "bn2", "bn3"):
+            setattr(mod, name, _torch_bn(getattr(layer, name)))
+        if layer.downsample is not None:
+            mod.downsample = torch_module(layer.downsample, input_shape)
+    elif isinstance(layer, L.BasicBlock):
+        mod = TorchBasicBlock(layer)
+        for name in ("bn1", "bn2"):
+            setattr(mod, name, _torch_bn(getattr(layer, name)))
+        if layer.downsample is not None:
+            mod.downsample = torch_module(layer.downsample, input_shape)
+    elif isinstance(layer, L.Conv2D) and not isinstance(layer.padding, str):
+        (t, b), (l, r) = layer.padding_for(10**6, 10**6)
+        if t != b or l != r:
+            raise Unsupported("asymmetric padding")
+        mod = tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                         (t, l), layer.dilation, bias=layer.bias is not None)
+    elif isinstance(layer, L.Dense):
+        mod = tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    elif not layer.parameters():  # activations, pooling, flatten: their twin as a module
+        if input_shape is None:
+            input_shape = (1, 1, 1, 1)
+        mod = _Lambda(torch_twin(layer, input_shape).forward)
+    else:
+        raise Unsupported(f"no torch module for {layer!r}")
+    params = layer.parameters()
+    dtype = params[0].data.dtype if params else getattr(layer, "dtype", None)
+    mod.to(_TORCH_DTYPES[np.dtype(np.float64 if dtype is None else dtype)])
+    copy_to_torch(layer, mod)
+    return mod
+
+
+def copy_to_torch(layer, mod):
+    """Copy every parameter and buffer of ``layer`` into ``mod`` by name; the names and their
+    order must be the same in both (torch's state_dict naming is the contract)."""
+    ours_p = [name for name, _ in layer.named_parameters()]
+    theirs_p = [name for name, _ in mod.named_parameters()]
+    assert ours_p == theirs_p, f"parameter names differ: ours {ours_p}, torch {theirs_p}"
+    ours_b = [name for name, _ in layer.named_buffers()]
+    theirs_b = [name for name, _ in mod.named_buffers()]
+    assert ours_b == theirs_b, f"buffer names differ: ours {ours_b}, torch {theirs_b}"
+    state = dict(mod.named_parameters()) | dict(mod.named_buffers())
+    with torch.no_grad():
+        for name, value in (layer.named_parameters() + layer.named_buffers()):
+            data = value.data if hasattr(value, "grad") else value
+            state[name].copy_(torch.from_numpy(np.array(data)))
+
+
+if torch is not None:
+    _TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
+
+    class _Lambda(tnn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+    class TorchResidual(tnn.Module):
+        def __init__(self, branch, shortcut, activation):
+            super().__init__()
+            self.branch, self.shortcut, self.activation = branch, shortcut, activation
+
+        def forward(self, x):
+            y = self.branch(x) + (x if self.shortcut is None else self.shortcut(x))
+            return y if self.activation is None else self.activation(y)
+
+    class TorchBottleneck(tnn.Module):
+        """torchvision.models.resnet.Bottleneck (torchvision is not installed here), with the
+        minicnn block's configuration: where the stride goes, convolution biases."""
+
+        def __init__(self, block):
+            super().__init__()
+            width, out, bias = block.width, block.out_channels, block.conv_bias
+            s1, s2 = (block.stride, 1) if block.stride_in_1x1 else (1, block.stride)
+            self.conv1 = tnn.Conv2d(block.in_channels, width, 1, stride=s1, bias=bias)
+            self.bn1 = tnn.BatchNorm2d(width)
+            self.conv2 = tnn.Conv2d(width, width, 3, stride=s2, padding=1, bias=bias)
+            self.bn2 = tnn.BatchNorm2d(width)
+            self.conv3 = tnn.Conv2d(width, out, 1, bias=bias)
+            self.bn3 = tnn.BatchNorm2d(out)
+            self.relu = tnn.ReLU(inplace=True)
+            self.downsample = None
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            return self.relu(out)
+
+    class TorchBasicBlock(tnn.Module):
+        """torchvision.models.resnet.BasicBlock."""
+
+        def __init__(self, block):
+            super().__init__()
+            cin, cout, bias = block.in_channels, block.out_channels, block.conv_bias
+            self.conv1 = tnn.Conv2d(cin, cout, 3, stride=block.stride, padding=1, bias=bias)
+            self.bn1 = tnn.BatchNorm2d(cout)
+            self.relu = tnn.ReLU(inplace=True)
+            self.conv2 = tnn.Conv2d(cout, cout, 3, padding=1, bias=bias)
+            self.bn2 = tnn.BatchNorm2d(cout)
+            self.downsample = None
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            return self.relu(out)
+
+
 def keras_twin(layer, input_shape):
     """The Keras twin of ``layer`` working in NHWC, same weights (transposed to Keras' layout)."""
     k = keras()
@@ -188,6 +354,24 @@ def keras_twin(layer, input_shape):
     dtype = str(layer.weight.data.dtype) if getattr(layer, "weight", None) is not None else "float64"
     nhwc = dict(x_to_theirs=nchw_to_nhwc, x_to_ours=nhwc_to_nchw,
                 y_to_ours=nhwc_to_nchw, y_to_theirs=nchw_to_nhwc)
+    if isinstance(layer, L.BatchNorm2D):
+        if layer.convention != "keras" and layer.uses_batch_statistics():
+            raise Unsupported("PyTorch's running-variance update (unbiased) has no Keras twin")
+        momentum = layer.momentum if layer.convention == "keras" else 1 - layer.momentum
+        bn = k.layers.BatchNormalization(axis=-1, momentum=momentum, epsilon=layer.eps,
+                                         center=layer.affine, scale=layer.affine,
+                                         dtype=str(layer.dtype))
+        bn.build((None,) + tuple(input_shape[2:]) + (input_shape[1],))
+        weights = [layer.weight.data, layer.bias.data] if layer.affine else []
+        bn.set_weights(weights + [layer.running_mean, layer.running_var])
+        # Keras 3: a layer with trainable=False runs in inference mode even when training=True
+        bn.trainable = layer.trainable or layer.frozen_uses_batch_stats
+        training = layer.training
+        params = [bn.gamma, bn.beta] if layer.affine else []
+        return Twin(lambda x: bn(x, training=training), params, [lambda g: g] * len(params),
+                    module=bn, **nhwc)
+    if isinstance(layer, L.ZeroPadding2D):
+        return Twin(k.layers.ZeroPadding2D(layer.padding, dtype="float64"), **nhwc)
     if isinstance(layer, L.Conv2D):
         if max(layer.stride) > 1 and max(layer.dilation) > 1:
             raise Unsupported("TensorFlow has no strided dilated convolution")

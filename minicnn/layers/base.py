@@ -1,9 +1,15 @@
-"""What every layer has: forward, backward, parameters, train/eval, output_shape.
+"""What every layer has: forward, backward, parameters, buffers, children, train/eval, output_shape.
 
 A layer follows cs231n's pattern: ``forward(x)`` computes the output and keeps what the
 backward pass needs (the cache) on the layer; ``backward(dy)`` consumes that cache, writes
 the parameter gradients into ``param.grad`` (overwriting, not accumulating) and returns
 the gradient with respect to the input. Shapes are NCHW, like PyTorch.
+
+A layer may hold other layers (its children), as a torch.nn.Module does: every attribute
+whose value is a Layer is a child, in the order the attributes were set. Parameters, buffers
+(state that is saved but not trained, such as BatchNorm's running statistics), train/eval and
+freezing all go down into the children, with PyTorch's dotted names ("conv1.weight",
+"downsample.1.running_mean").
 """
 import numpy as np
 
@@ -16,6 +22,8 @@ class Layer:
 
     def __init__(self):
         self.training = True
+        self._frozen = False
+        self._buffer_names = []
 
     # -- the two passes -------------------------------------------------------------
     def forward(self, x):
@@ -36,22 +44,136 @@ class Layer:
         """Lines of arithmetic, numbers filled in, that turn ``input_shape`` into the output shape."""
         return []
 
-    # -- parameters and modes -------------------------------------------------------------
+    # -- children -------------------------------------------------------------------------
+    def named_children(self):
+        """[(name, layer)]: every public attribute holding a Layer, in the order it was set.
+
+        That is torch.nn.Module's rule (a submodule is registered by assigning it), so a block
+        written like torchvision's gets torchvision's names. Leaf layers have none.
+        """
+        return [(name, value) for name, value in vars(self).items()
+                if isinstance(value, Layer) and not name.startswith("_")]
+
+    def children(self):
+        return [layer for _, layer in self.named_children()]
+
+    def named_modules(self, prefix=""):
+        """[("", self), ("conv1", ...), ("downsample.0", ...), ...]: the layer and every layer
+        inside it, depth first, each once (a layer used twice keeps its first name)."""
+        found, seen = [], set()
+
+        def visit(layer, name):
+            if id(layer) in seen:
+                return
+            seen.add(id(layer))
+            found.append((name, layer))
+            for child_name, child in layer.named_children():
+                visit(child, f"{name}.{child_name}" if name else child_name)
+        visit(self, prefix)
+        return found
+
+    def get_layer(self, name):
+        """The layer at dotted ``name`` ("layer1.0.bn1"); "" is the layer itself."""
+        layer = self
+        for part in name.split(".") if name else []:
+            children = dict(layer.named_children())
+            if part not in children:
+                raise KeyError(f"{type(layer).__name__} has no child {part!r} (looking up {name!r}; "
+                               f"its children are {list(children)})")
+            layer = children[part]
+        return layer
+
+    # -- parameters -------------------------------------------------------------------------
+    def _own_parameters(self):
+        """[(attribute, Parameter)] held directly by this layer: weight, bias, then any other."""
+        own = [(name, getattr(self, name, None)) for name in ("weight", "bias")]
+        own += [(name, value) for name, value in vars(self).items() if name not in ("weight", "bias")]
+        return [(name, p) for name, p in own if isinstance(p, Parameter)]
+
+    def named_parameters(self, prefix=""):
+        """[("conv1.weight", Parameter), ...]: PyTorch's names and order, each parameter once.
+
+        The layer's own parameters first (weight, bias), then each child's, prefixed with the
+        child's name; a Sequential's children are named by index ("3.weight", "1.2.weight").
+        """
+        named, seen = [], set()
+        for layer_name, layer in self.named_modules(prefix):
+            for attr, p in layer._own_parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    named.append((f"{layer_name}.{attr}" if layer_name else attr, p))
+        return named
+
     def parameters(self):
-        """The layer's Parameters, weight first, in a fixed order."""
-        return [p for p in (getattr(self, "weight", None), getattr(self, "bias", None))
-                if isinstance(p, Parameter)]
+        """The Parameters of the layer and its children, in ``named_parameters()`` order."""
+        return [p for _, p in self.named_parameters()]
 
     def zero_grad(self):
         for p in self.parameters():
             p.zero_grad()
 
+    # -- buffers: saved state that no optimizer touches -------------------------------------
+    def register_buffer(self, name, value):
+        """Keep ``value`` (an array) as attribute ``name``, saved and loaded with the weights."""
+        if "_buffer_names" not in vars(self):
+            self._buffer_names = []
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+        setattr(self, name, np.asarray(value))
+
+    def named_buffers(self, prefix=""):
+        """[("bn1.running_mean", array), ...]: every buffer of the layer and its children.
+
+        The arrays themselves, not copies: ``load_buffer`` writes into them in place.
+        """
+        return [(f"{layer_name}.{name}" if layer_name else name, getattr(layer, name))
+                for layer_name, layer in self.named_modules(prefix)
+                for name in vars(layer).get("_buffer_names", [])]
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
+    def load_buffer(self, name, value):
+        """Copy ``value`` into the buffer at dotted ``name`` in place (shape must match)."""
+        owner, _, attr = name.rpartition(".")
+        layer = self.get_layer(owner)
+        if attr not in vars(layer).get("_buffer_names", []):
+            raise KeyError(f"{type(layer).__name__} has no buffer {attr!r} (loading {name!r})")
+        buf, value = getattr(layer, attr), np.asarray(value)
+        if buf.shape != value.shape:
+            raise ValueError(f"buffer {name!r} has shape {buf.shape}, got a value of shape "
+                             f"{value.shape}")
+        buf[...] = value
+
+    # -- modes ------------------------------------------------------------------------------
     def train(self, mode=True):
+        """Training mode (``mode=True``) or evaluation mode, for the layer and its children."""
         self.training = mode
+        for child in self.children():
+            child.train(mode)
         return self
 
     def eval(self):
         return self.train(False)
+
+    @property
+    def trainable(self):
+        """True iff any parameter of the layer (children included) is trainable; for a layer
+        without parameters, False once it was frozen. ``layer.trainable = False`` freezes the
+        layer and its children: every parameter gets ``trainable = False``, which optimizers
+        skip (Keras' ``layer.trainable``; PyTorch's ``requires_grad_(False)`` on every one)."""
+        params = self.parameters()
+        if params:
+            return any(p.trainable for p in params)
+        return not vars(self).get("_frozen", False)
+
+    @trainable.setter
+    def trainable(self, value):
+        value = bool(value)
+        for _, layer in self.named_modules():
+            layer._frozen = not value
+        for p in self.parameters():
+            p.trainable = value
 
     # -- helpers for subclasses -----------------------------------------------------------
     def _expect_rank(self, input_shape, rank, layout):
@@ -79,3 +201,14 @@ class Layer:
 def shape_product(dims):
     """'32·7·7' for (32, 7, 7): the product written out, as the error messages show it."""
     return "·".join(str(d) for d in dims)
+
+
+def children_repr(title, named_children):
+    """PyTorch's repr of a container: ``title(`` then ``  (name): child`` lines, nested ones indented."""
+    if not named_children:
+        return f"{title}()"
+    lines = []
+    for name, child in named_children:
+        inner = repr(child).replace("\n", "\n  ")
+        lines.append(f"  ({name}): {inner}")
+    return f"{title}(\n" + "\n".join(lines) + "\n)"

@@ -17,7 +17,7 @@ _POOLS = (MaxPool2D, AvgPool2D, SumPool2D)
 def sublayers(layer):
     """[(name, layer), ...]: a Sequential's items by index, else Layer attributes and lists."""
     if isinstance(layer, Sequential):
-        return [(str(i), sub) for i, sub in enumerate(layer.layers)]
+        return layer.named_children()  # "0", "1", ... or the names given
     found = []
     for attr, value in vars(layer).items():
         if isinstance(value, Layer):

@@ -58,10 +58,11 @@ def mnist_cnn_keras(num_classes=10):
     ], name="mnist_cnn_keras")
 
 
-def rps_cnn(num_classes=3):
-    """Rock-paper-scissors: 28×28×3 → (conv 5×5 same → max-pool) × 2 → 1568 → 3 logits."""
+def rps_cnn(num_classes=3, image_size=28):
+    """Rock-paper-scissors: 28×28×3 → (conv 5×5 same → max-pool) × 2 → 1568 → 3 logits
+    (``image_size=S``: S×S×3 → 32·(S//4)² features)."""
     return keras.Sequential([
-        keras.Input(shape=(28, 28, 3)),
+        keras.Input(shape=(image_size, image_size, 3)),
         layers.Conv2D(16, 5, padding="same", activation="relu"),     # (N, 28, 28, 16)
         layers.MaxPooling2D(2),                                      # (N, 14, 14, 16)
         layers.Conv2D(32, 5, padding="same", activation="relu"),     # (N, 14, 14, 32)
@@ -81,8 +82,15 @@ def convnet():
     ], name="convnet")
 
 
+def resnet50_keras(num_classes=1000, image_size=224):
+    """keras.applications.ResNet50 untrained, ending in logits: what ``zoo.resnet50_keras`` mirrors
+    (stride 2 on each stage's first 1×1 conv, biased convs, BatchNorm eps 1.001e-5)."""
+    return keras.applications.ResNet50(weights=None, input_shape=(image_size, image_size, 3),
+                                       classes=num_classes, classifier_activation=None)
+
+
 MODELS = {"lenet5": lenet5, "mnist_cnn": mnist_cnn, "mnist_cnn_keras": mnist_cnn_keras,
-          "rps_cnn": rps_cnn, "convnet": convnet}
+          "rps_cnn": rps_cnn, "convnet": convnet, "resnet50_keras": resnet50_keras}
 
 
 def build(name, **kwargs):

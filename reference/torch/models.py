@@ -72,15 +72,18 @@ class MnistCNNKeras(nn.Module):
 
 
 class RpsCNN(nn.Module):
-    """Rock-paper-scissors: two conv blocks (nn.Sequential) → 1568 → 3 logits; input 3×28×28."""
+    """Rock-paper-scissors: two conv blocks (nn.Sequential) → 1568 → 3 logits; input 3×28×28.
 
-    def __init__(self, num_classes=3):
+    ``image_size=S``: input 3×S×S, and the Linear takes 32·(S//4)² features (64 → 8192).
+    """
+
+    def __init__(self, num_classes=3, image_size=28):
         super().__init__()
         self.layer1 = nn.Sequential(
             nn.Conv2d(3, 16, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
         self.layer2 = nn.Sequential(
             nn.Conv2d(16, 32, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
-        self.fc = nn.Linear(32 * 7 * 7, num_classes)
+        self.fc = nn.Linear(32 * (image_size // 4) ** 2, num_classes)
 
     def forward(self, x):
         out = self.layer1(x)                         # (N, 16, 14, 14)
@@ -103,8 +106,11 @@ class ConvNet(nn.Module):
         return self.features(x)                      # (N, 64, 14, 14)
 
 
+from .resnet import resnet18, resnet50, resnet_small  # noqa: E402  (torchvision's names)
+
 MODELS = {"lenet5": LeNet5, "mnist_cnn": MnistCNN, "mnist_cnn_keras": MnistCNNKeras,
-          "rps_cnn": RpsCNN, "convnet": ConvNet}
+          "rps_cnn": RpsCNN, "convnet": ConvNet,
+          "resnet50": resnet50, "resnet18": resnet18, "resnet_small": resnet_small}
 
 
 def build(name, **kwargs):
