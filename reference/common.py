@@ -8,19 +8,23 @@ import argparse
 import json
 import os
 
-from minicnn import data, plots, zoo
+from minicnn import data, plots, transfer, zoo
 from minicnn.checkpoint import atomic_write
 
-#: zoo models with a dataset to train on (convnet is a feature block; rps_cnn's images are not
-#: in minicnn.data)
-TRAINABLE = tuple(n for n in zoo.NAMES if zoo.spec(n).dataset in data.DATASETS)
+#: zoo models with a dataset to train on (convnet is a feature block); rps_cnn's is an image
+#: folder, given with --dataset PATH or found in --data-dir / $MINICNN_DATA
+TRAINABLE = tuple(n for n in zoo.NAMES if zoo.spec(n).dataset)
 
 
 def parser(prog, description):
     """The options of ``python -m minicnn train`` that a reference script has, plus --device."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--model", default="lenet5", choices=TRAINABLE)
-    p.add_argument("--dataset", default=None, help="mnist or fashion-mnist (default: the model's)")
+    p.add_argument("--dataset", default=None,
+                   help="mnist, fashion-mnist, or an image folder with training/ and testing/ "
+                        "class folders (default: the model's)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="side an image folder's photos are resized to (default: the model's)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
@@ -47,13 +51,25 @@ def load(dataset, limit=0, root=None):
     return data.to_float(x_train), y_train, data.to_float(x_test), y_test
 
 
-def config(args, framework, device):
-    """The run's settings as metrics.json records them (minicnn's keys, plus the framework)."""
-    dataset = args.dataset or zoo.spec(args.model).dataset
+def load_folder(dataset, model, image_size=None, limit=0, seed=0):
+    """(x_train, y_train, x_test, y_test, classes, preprocessing) of an image folder, read by
+    minicnn exactly as ``python -m minicnn train`` reads it (same decoding, resizing, subset)."""
+    task, preprocessing = transfer.read_folder_for(dataset, zoo.spec(model).input_shape,
+                                                   image_size, limit, seed)
+    return (data.to_float(task.x_train), task.y_train, data.to_float(task.x_test), task.y_test,
+            task.classes, preprocessing)
+
+
+def config(args, framework, device, classes=None, preprocessing=None):
+    """The run's settings as metrics.json records them (minicnn's keys, plus the framework).
+
+    classes, preprocessing: an image folder's (``load_folder``); by default a dataset name's.
+    """
+    dataset = preprocessing["dataset"] if preprocessing else args.dataset or zoo.spec(args.model).dataset
     return {k: v for k, v in vars(args).items()} | {
         "dataset": dataset, "framework": framework, "device": str(device),
-        "preprocessing": {"dataset": dataset, "scale": "0-1", "mean": None, "std": None},
-        "classes": list(data.CLASSES[dataset])}
+        "preprocessing": preprocessing or {"dataset": dataset, "scale": "0-1", "mean": None, "std": None},
+        "classes": list(classes or data.CLASSES[dataset])}
 
 
 def write_run(out, config, history, title):

@@ -3,6 +3,7 @@
     python reference/compare.py --model lenet5 --dataset fashion-mnist --epochs 10
     python reference/compare.py --model lenet5 --epochs 1 --limit 6000     # a short run
     python reference/compare.py --model lenet5 --epochs 30 --device cuda   # frameworks on the GPU
+    python reference/compare.py --model rps_cnn --dataset path/to/rock-paper-scissors --image-size 64
 
 The minicnn zoo model is built (seeded) and its weights are copied into the idiomatic PyTorch
 and Keras versions (reference/torch/models.py, reference/keras/models.py) with
@@ -39,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-from minicnn import interop, training, zoo  # noqa: E402
+from minicnn import interop, training, transfer, zoo  # noqa: E402
 from minicnn.checkpoint import atomic_write  # noqa: E402
 from minicnn.data import DataLoader  # noqa: E402
 from reference import common  # noqa: E402
@@ -120,17 +121,26 @@ def run(args):
     from reference.torch import train as torch_train
 
     spec = zoo.spec(args.model)
-    dataset = args.dataset or spec.dataset
-    x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
+    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
+    classes = preprocessing = None
+    size = {}  # an image folder: its classes, and --image-size for the models that take it
+    if transfer.is_folder(dataset):
+        x_train, y_train, x_test, y_test, classes, preprocessing = common.load_folder(
+            dataset, args.model, args.image_size, args.limit, args.seed)
+        size = {"num_classes": len(classes)}
+        if preprocessing["image_size"] != spec.input_shape[1]:
+            size["image_size"] = preprocessing["image_size"]
+    else:
+        x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
     verbose = not args.quiet
 
     # -- the same start: minicnn's initial weights, copied into both frameworks ------------
-    model = zoo.get(args.model, rng=args.seed)
-    net = interop.to_torch(model, module=torch_models.build(args.model))
+    model = zoo.get(args.model, rng=args.seed, **size)
+    net = interop.to_torch(model, module=torch_models.build(args.model, **size))
     keras_device = keras_train.pick_device(args.device)
     import tensorflow as tf
     with tf.device(keras_device):
-        keras_model = interop.to_keras(model, keras_model=keras_models.build(args.model))
+        keras_model = interop.to_keras(model, keras_model=keras_models.build(args.model, **size))
     probe = x_test[:64]
     ours, theirs_torch, theirs_keras = outputs(model, net, keras_model, probe)
     start = {"torch": float(np.max(np.abs(ours - theirs_torch))),
@@ -163,8 +173,9 @@ def run(args):
     # -- where they ended -------------------------------------------------------------------
     net.cpu()
     ended = {"minicnn": 0.0,
-             "torch": weight_gap(model, interop.from_torch(net, model=zoo.get(args.model))),
-             "keras": weight_gap(model, interop.from_keras(keras_model, model=zoo.get(args.model)))}
+             "torch": weight_gap(model, interop.from_torch(net, model=zoo.get(args.model, **size))),
+             "keras": weight_gap(model, interop.from_keras(keras_model,
+                                                           model=zoo.get(args.model, **size)))}
     parameters = {"minicnn": interop.count_parameters(model),
                   "torch": interop.count_parameters(net),
                   "keras": interop.count_parameters(keras_model)}
@@ -178,7 +189,7 @@ def run(args):
                      "seconds_per_epoch": float(np.mean(h["seconds"])),
                      "first_epoch_seconds": h["seconds"][0], "parameters": parameters[fw],
                      "weight_gap": ended[fw], "start_gap": start.get(fw, 0.0)})
-        config = common.config(args, fw, devices[fw]) | {"compare": True}
+        config = common.config(args, fw, devices[fw], classes, preprocessing) | {"compare": True}
         common.write_run(os.path.join(args.out, fw), config, h,
                          f"{args.model} on {dataset} ({versions[fw]})")
     return {"model": args.model, "dataset": dataset, "epochs": args.epochs,

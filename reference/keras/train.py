@@ -2,6 +2,8 @@
 
     python reference/keras/train.py --model lenet5 --dataset fashion-mnist --epochs 10 \\
         --batch-size 64 --optimizer adam --lr 1e-3 --seed 0 --out runs/keras-lenet5 --device auto
+    python reference/keras/train.py --model rps_cnn --dataset path/to/rock-paper-scissors \\
+        --epochs 10 --batch-size 32 --seed 0 --out runs/keras-rps28
 
 The Keras road for real-scale runs: ``compile`` + ``fit`` on a tf.data pipeline (shuffle,
 batch, prefetch, so the next batch is ready while the GPU computes), on the GPU when
@@ -25,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from minicnn import zoo  # noqa: E402
+from minicnn import transfer, zoo  # noqa: E402
 from reference import common  # noqa: E402
 from reference.keras.models import build  # noqa: E402
 
@@ -144,16 +146,25 @@ def main(argv=None):
     args = common.parser("python reference/keras/train.py", __doc__.split("\n")[0]).parse_args(argv)
     device = pick_device(args.device)
     spec = zoo.spec(args.model)
-    dataset = args.dataset or spec.dataset
-    x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
+    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
+    classes = preprocessing = None
+    kwargs = {}
+    if transfer.is_folder(dataset):
+        x_train, y_train, x_test, y_test, classes, preprocessing = common.load_folder(
+            dataset, args.model, args.image_size, args.limit, args.seed)
+        kwargs = {"num_classes": len(classes)}
+        if preprocessing["image_size"] != spec.input_shape[1]:
+            kwargs["image_size"] = preprocessing["image_size"]
+    else:
+        x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
     keras.utils.set_random_seed(args.seed)
     with tf.device(device):
-        model = build(args.model)
+        model = build(args.model, **kwargs)
     history = train(model, x_train, y_train, x_test, y_test, loss=spec.loss, epochs=args.epochs,
                     batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                     seed=args.seed, device=device)
-    metrics = common.write_run(args.out, common.config(args, "keras", device), history,
-                               f"{args.model} on {dataset} (Keras, {device})")
+    metrics = common.write_run(args.out, common.config(args, "keras", device, classes, preprocessing),
+                               history, f"{args.model} on {Path(dataset).name} (Keras, {device})")
     model.save(Path(args.out) / "model.keras")
     print(f"test accuracy {metrics['test_accuracy']:.4f} after {args.epochs} epochs on {device}; "
           f"wrote {args.out}/metrics.json, curves.png, model.keras")

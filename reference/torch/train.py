@@ -2,12 +2,15 @@
 
     python reference/torch/train.py --model lenet5 --dataset fashion-mnist --epochs 10 \\
         --batch-size 64 --optimizer adam --lr 1e-3 --seed 0 --out runs/torch-lenet5 --device auto
+    python reference/torch/train.py --model rps_cnn --dataset path/to/rock-paper-scissors \\
+        --image-size 64 --epochs 10 --batch-size 32 --seed 0 --out runs/torch-rps64
 
 This is the road for real-scale runs: CUDA when it is there (``--device auto``), a DataLoader
 with pinned memory and non-blocking copies to the GPU, the loss and accuracy summed on the
 device so that no step waits for the GPU. The network is ``reference.torch.models.build(name)``,
 PyTorch's own default initialisation unless ``train`` is given weights (reference/compare.py
-copies minicnn's in).
+copies minicnn's in). An image folder is read by minicnn.data.ImageFolder, as
+``python -m minicnn train`` reads it, so that both train on the same pixels.
 """
 import sys
 import time
@@ -22,7 +25,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, TensorDataset  # noqa: E402
 
-from minicnn import zoo  # noqa: E402
+from minicnn import transfer, zoo  # noqa: E402
 from reference import common  # noqa: E402
 from reference.torch.models import build  # noqa: E402
 
@@ -165,15 +168,24 @@ def main(argv=None):
     args = common.parser("python reference/torch/train.py", __doc__.split("\n")[0]).parse_args(argv)
     device = pick_device(args.device)
     spec = zoo.spec(args.model)
-    dataset = args.dataset or spec.dataset
-    x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
+    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
+    classes = preprocessing = None
+    kwargs = {}
+    if transfer.is_folder(dataset):
+        x_train, y_train, x_test, y_test, classes, preprocessing = common.load_folder(
+            dataset, args.model, args.image_size, args.limit, args.seed)
+        kwargs = {"num_classes": len(classes)}
+        if preprocessing["image_size"] != spec.input_shape[1]:
+            kwargs["image_size"] = preprocessing["image_size"]
+    else:
+        x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
     torch.manual_seed(args.seed)
-    net = build(args.model)
+    net = build(args.model, **kwargs)
     history = train(net, x_train, y_train, x_test, y_test, loss=spec.loss, epochs=args.epochs,
                     batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                     seed=args.seed, device=device)
-    metrics = common.write_run(args.out, common.config(args, "torch", device), history,
-                               f"{args.model} on {dataset} (PyTorch, {device})")
+    metrics = common.write_run(args.out, common.config(args, "torch", device, classes, preprocessing),
+                               history, f"{args.model} on {Path(dataset).name} (PyTorch, {device})")
     torch.save(net.state_dict(), Path(args.out) / "model.pt")
     print(f"test accuracy {metrics['test_accuracy']:.4f} after {args.epochs} epochs on {device}; "
           f"wrote {args.out}/metrics.json, curves.png, model.pt")
