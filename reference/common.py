@@ -7,6 +7,7 @@ read the runs of all three frameworks. NumPy and minicnn only; no framework is i
 import argparse
 import json
 import os
+from dataclasses import dataclass, field
 
 from minicnn import data, plots, transfer, zoo
 from minicnn.checkpoint import atomic_write
@@ -58,6 +59,37 @@ def load_folder(dataset, model, image_size=None, limit=0, seed=0):
                                                    image_size, limit, seed)
     return (data.to_float(task.x_train), task.y_train, data.to_float(task.x_test), task.y_test,
             task.classes, preprocessing)
+
+
+@dataclass
+class RunData:
+    """What a run trains on: float32 NCHW arrays in [0, 1] and int64 labels, and where they came from.
+
+    classes, preprocessing: an image folder's (None for a dataset name); model_kwargs: what the
+    zoo and reference models take for that folder (its number of classes, its image size).
+    """
+    dataset: str
+    x_train: object
+    y_train: object
+    x_test: object
+    y_test: object
+    classes: list = None
+    preprocessing: dict = None
+    model_kwargs: dict = field(default_factory=dict)
+
+
+def load_run(args):
+    """RunData from a run's --model, --dataset, --image-size, --limit, --seed and --data-dir."""
+    spec = zoo.spec(args.model)
+    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
+    if not transfer.is_folder(dataset):
+        return RunData(dataset, *load(dataset, args.limit, args.data_dir))
+    x_train, y_train, x_test, y_test, classes, preprocessing = load_folder(
+        dataset, args.model, args.image_size, args.limit, args.seed)
+    kwargs = {"num_classes": len(classes)}
+    if preprocessing["image_size"] != spec.input_shape[1]:
+        kwargs["image_size"] = preprocessing["image_size"]
+    return RunData(dataset, x_train, y_train, x_test, y_test, classes, preprocessing, kwargs)
 
 
 def config(args, framework, device, classes=None, preprocessing=None):

@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-from minicnn import interop, training, transfer, zoo  # noqa: E402
+from minicnn import interop, training, zoo  # noqa: E402
 from minicnn.checkpoint import atomic_write  # noqa: E402
 from minicnn.data import DataLoader  # noqa: E402
 from reference import common  # noqa: E402
@@ -121,17 +121,10 @@ def run(args):
     from reference.torch import train as torch_train
 
     spec = zoo.spec(args.model)
-    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
-    classes = preprocessing = None
-    size = {}  # an image folder: its classes, and --image-size for the models that take it
-    if transfer.is_folder(dataset):
-        x_train, y_train, x_test, y_test, classes, preprocessing = common.load_folder(
-            dataset, args.model, args.image_size, args.limit, args.seed)
-        size = {"num_classes": len(classes)}
-        if preprocessing["image_size"] != spec.input_shape[1]:
-            size["image_size"] = preprocessing["image_size"]
-    else:
-        x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
+    # size: an image folder's number of classes and --image-size, for the models that take them
+    run = common.load_run(args)
+    dataset, classes, preprocessing, size = run.dataset, run.classes, run.preprocessing, run.model_kwargs
+    x_train, y_train, x_test, y_test = run.x_train, run.y_train, run.x_test, run.y_test
     verbose = not args.quiet
 
     # -- the same start: minicnn's initial weights, copied into both frameworks ------------

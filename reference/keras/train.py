@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from minicnn import transfer, zoo  # noqa: E402
+from minicnn import zoo  # noqa: E402
 from reference import common  # noqa: E402
 from reference.keras.models import build  # noqa: E402
 
@@ -146,17 +146,9 @@ def main(argv=None):
     args = common.parser("python reference/keras/train.py", __doc__.split("\n")[0]).parse_args(argv)
     device = pick_device(args.device)
     spec = zoo.spec(args.model)
-    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
-    classes = preprocessing = None
-    kwargs = {}
-    if transfer.is_folder(dataset):
-        x_train, y_train, x_test, y_test, classes, preprocessing = common.load_folder(
-            dataset, args.model, args.image_size, args.limit, args.seed)
-        kwargs = {"num_classes": len(classes)}
-        if preprocessing["image_size"] != spec.input_shape[1]:
-            kwargs["image_size"] = preprocessing["image_size"]
-    else:
-        x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
+    run = common.load_run(args)
+    dataset, classes, preprocessing, kwargs = run.dataset, run.classes, run.preprocessing, run.model_kwargs
+    x_train, y_train, x_test, y_test = run.x_train, run.y_train, run.x_test, run.y_test
     keras.utils.set_random_seed(args.seed)
     with tf.device(device):
         model = build(args.model, **kwargs)

@@ -25,7 +25,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, TensorDataset  # noqa: E402
 
-from minicnn import transfer, zoo  # noqa: E402
+from minicnn import zoo  # noqa: E402
 from reference import common  # noqa: E402
 from reference.torch.models import build  # noqa: E402
 
@@ -168,17 +168,9 @@ def main(argv=None):
     args = common.parser("python reference/torch/train.py", __doc__.split("\n")[0]).parse_args(argv)
     device = pick_device(args.device)
     spec = zoo.spec(args.model)
-    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
-    classes = preprocessing = None
-    kwargs = {}
-    if transfer.is_folder(dataset):
-        x_train, y_train, x_test, y_test, classes, preprocessing = common.load_folder(
-            dataset, args.model, args.image_size, args.limit, args.seed)
-        kwargs = {"num_classes": len(classes)}
-        if preprocessing["image_size"] != spec.input_shape[1]:
-            kwargs["image_size"] = preprocessing["image_size"]
-    else:
-        x_train, y_train, x_test, y_test = common.load(dataset, args.limit, args.data_dir)
+    run = common.load_run(args)
+    dataset, classes, preprocessing, kwargs = run.dataset, run.classes, run.preprocessing, run.model_kwargs
+    x_train, y_train, x_test, y_test = run.x_train, run.y_train, run.x_test, run.y_test
     torch.manual_seed(args.seed)
     net = build(args.model, **kwargs)
     history = train(net, x_train, y_train, x_test, y_test, loss=spec.loss, epochs=args.epochs,
