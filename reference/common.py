@@ -61,6 +61,17 @@ def load_folder(dataset, model, image_size=None, limit=0, seed=0):
             task.classes, preprocessing)
 
 
+def check_model(name, *versions):
+    """SystemExit before any data is read when a framework has no version of zoo model ``name``.
+
+    versions: (framework, {name: constructor}) pairs, e.g. ("torch", reference.torch.models.MODELS).
+    """
+    for framework, models in versions:
+        if name not in models:
+            raise SystemExit(f"--model {name}: reference/{framework}/models.py has no version of "
+                             f"it; it has {', '.join(models)}")
+
+
 @dataclass
 class RunData:
     """What a run trains on: float32 NCHW arrays in [0, 1] and int64 labels, and where they came from.
@@ -81,7 +92,10 @@ class RunData:
 def load_run(args):
     """RunData from a run's --model, --dataset, --image-size, --limit, --seed and --data-dir."""
     spec = zoo.spec(args.model)
-    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
+    try:
+        dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
+    except ValueError as err:  # where it looked, and how to point it at the data
+        raise SystemExit(str(err)) from None
     if not transfer.is_folder(dataset):
         return RunData(dataset, *load(dataset, args.limit, args.data_dir))
     x_train, y_train, x_test, y_test, classes, preprocessing = load_folder(

@@ -120,6 +120,7 @@ def run(args):
     from reference.torch import models as torch_models
     from reference.torch import train as torch_train
 
+    common.check_model(args.model, ("torch", torch_models.MODELS), ("keras", keras_models.MODELS))
     spec = zoo.spec(args.model)
     # size: an image folder's number of classes and --image-size, for the models that take them
     run = common.load_run(args)

@@ -196,3 +196,27 @@ def test_torch_training_on_a_given_order_sees_exactly_those_batches():
                       batch_size=4, device="cpu", order=orders.__getitem__, verbose=False)
     expected = [list(o[i:i + 4]) for o in orders.values() for i in range(0, 10, 4)]
     assert seen == expected
+
+
+@pytest.mark.parametrize("script, model, missing", [
+    ("compare", "resnet_small", "reference/keras/models.py"),
+    ("keras", "resnet18", "reference/keras/models.py"),
+    ("torch", "resnet50_keras", "reference/torch/models.py"),
+])
+def test_a_model_without_a_twin_is_refused_by_name(script, model, missing):
+    """Before any data is read: the script says which framework lacks the model and what it has."""
+    if script == "compare":
+        from reference.compare import main
+    else:
+        main = __import__(f"reference.{script}.train", fromlist=["main"]).main
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", model, "--epochs", "1"])
+    message = str(stop.value)
+    assert f"--model {model}" in message and missing in message and "lenet5" in message
+
+
+def test_a_missing_dataset_is_a_message_not_a_traceback(tmp_path):
+    from reference.torch.train import main
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", "rps_cnn", "--dataset", str(tmp_path / "nowhere"), "--epochs", "1"])
+    assert "nowhere" in str(stop.value) and "training/ and testing/" in str(stop.value)

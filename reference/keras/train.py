@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from minicnn import zoo  # noqa: E402
 from reference import common  # noqa: E402
-from reference.keras.models import build  # noqa: E402
+from reference.keras.models import MODELS, build  # noqa: E402
 
 
 def pick_device(choice="auto"):
@@ -144,6 +144,7 @@ def train(model, x_train, y_train, x_test, y_test, *, loss, epochs=1, batch_size
 
 def main(argv=None):
     args = common.parser("python reference/keras/train.py", __doc__.split("\n")[0]).parse_args(argv)
+    common.check_model(args.model, ("keras", MODELS))
     device = pick_device(args.device)
     spec = zoo.spec(args.model)
     run = common.load_run(args)

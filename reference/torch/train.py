@@ -27,7 +27,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, T
 
 from minicnn import zoo  # noqa: E402
 from reference import common  # noqa: E402
-from reference.torch.models import build  # noqa: E402
+from reference.torch.models import MODELS, build  # noqa: E402
 
 #: Keras' epsilon: probabilities are clipped to [ε, 1 − ε] before the log
 EPSILON = 1e-7
@@ -166,6 +166,7 @@ def train(net, x_train, y_train, x_test, y_test, *, loss, epochs=1, batch_size=6
 
 def main(argv=None):
     args = common.parser("python reference/torch/train.py", __doc__.split("\n")[0]).parse_args(argv)
+    common.check_model(args.model, ("torch", MODELS))
     device = pick_device(args.device)
     spec = zoo.spec(args.model)
     run = common.load_run(args)
