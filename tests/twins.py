@@ -14,6 +14,7 @@ configuration and the max error.
 """
 import importlib.util
 import os
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,6 +35,11 @@ try:
     import torch.nn.functional as F
 except ImportError:  # skipped cleanly by the tests' markers
     torch = None
+else:
+    _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if _ROOT not in sys.path:  # reference/ sits beside tests/
+        sys.path.insert(0, _ROOT)
+    from reference.torch import resnet as torch_resnet  # torchvision's blocks, in plain PyTorch
 
 _keras = None
 
@@ -296,54 +302,18 @@ if torch is not None:
             y = self.branch(x) + (x if self.shortcut is None else self.shortcut(x))
             return y if self.activation is None else self.activation(y)
 
-    class TorchBottleneck(tnn.Module):
-        """torchvision.models.resnet.Bottleneck (torchvision is not installed here), with the
-        minicnn block's configuration: where the stride goes, convolution biases."""
+    def TorchBottleneck(block):
+        """torchvision's Bottleneck (reference/torch/resnet.py) configured as the minicnn block:
+        where the stride goes, convolution biases."""
+        if block.expansion != 4:
+            raise Unsupported(f"torchvision's Bottleneck expands by 4, not {block.expansion}")
+        return torch_resnet.Bottleneck(block.in_channels, block.width, block.stride,
+                                       stride_in_1x1=block.stride_in_1x1, bias=block.conv_bias)
 
-        def __init__(self, block):
-            super().__init__()
-            width, out, bias = block.width, block.out_channels, block.conv_bias
-            s1, s2 = (block.stride, 1) if block.stride_in_1x1 else (1, block.stride)
-            self.conv1 = tnn.Conv2d(block.in_channels, width, 1, stride=s1, bias=bias)
-            self.bn1 = tnn.BatchNorm2d(width)
-            self.conv2 = tnn.Conv2d(width, width, 3, stride=s2, padding=1, bias=bias)
-            self.bn2 = tnn.BatchNorm2d(width)
-            self.conv3 = tnn.Conv2d(width, out, 1, bias=bias)
-            self.bn3 = tnn.BatchNorm2d(out)
-            self.relu = tnn.ReLU(inplace=True)
-            self.downsample = None
-
-        def forward(self, x):
-            identity = x
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out += identity
-            return self.relu(out)
-
-    class TorchBasicBlock(tnn.Module):
-        """torchvision.models.resnet.BasicBlock."""
-
-        def __init__(self, block):
-            super().__init__()
-            cin, cout, bias = block.in_channels, block.out_channels, block.conv_bias
-            self.conv1 = tnn.Conv2d(cin, cout, 3, stride=block.stride, padding=1, bias=bias)
-            self.bn1 = tnn.BatchNorm2d(cout)
-            self.relu = tnn.ReLU(inplace=True)
-            self.conv2 = tnn.Conv2d(cout, cout, 3, padding=1, bias=bias)
-            self.bn2 = tnn.BatchNorm2d(cout)
-            self.downsample = None
-
-        def forward(self, x):
-            identity = x
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out += identity
-            return self.relu(out)
+    def TorchBasicBlock(block):
+        """torchvision's BasicBlock (reference/torch/resnet.py) configured as the minicnn block."""
+        return torch_resnet.BasicBlock(block.in_channels, block.out_channels, block.stride,
+                                       bias=block.conv_bias)
 
 
 def keras_twin(layer, input_shape):

@@ -21,26 +21,26 @@ import torch
 from torch import nn
 
 
-def conv3x3(in_planes, out_planes, stride=1):
-    """3×3 convolution, padding 1, no bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(in_planes, out_planes, stride=1, bias=False):
+    """3×3 convolution, padding 1, no bias (torchvision's; ``bias`` for Keras' variant)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=bias)
 
 
-def conv1x1(in_planes, out_planes, stride=1):
-    """1×1 convolution, no bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+def conv1x1(in_planes, out_planes, stride=1, bias=False):
+    """1×1 convolution, no bias (torchvision's; ``bias`` for Keras' variant)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=bias)
 
 
 class BasicBlock(nn.Module):
     """Two 3×3 convs (the first with the stride) and a shortcut: resnet18 and resnet34."""
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, bias=False):
         super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes, planes, stride, bias)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, bias=bias)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.stride = stride
@@ -59,13 +59,16 @@ class Bottleneck(nn.Module):
     """1×1 (to ``planes``) → 3×3 (with the stride) → 1×1 (expand ×4), plus a shortcut."""
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, stride_in_1x1=False,
+                 bias=False):
         super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
+        # stride_in_1x1: the original paper's and Keras' place for the stride ("v1")
+        s1, s2 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(inplanes, planes, s1, bias)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes, s2, bias)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.conv3 = conv1x1(planes, planes * self.expansion, bias=bias)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
