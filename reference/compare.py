@@ -19,7 +19,7 @@ the same learning rate and each framework's own optimizer, and OUT receives:
 
 What is left to differ is exactly what the articles never separated: float32 rounding in
 different orders, and Keras' Adam, which adds its epsilon at another place (lesson 6).
-minicnn runs on the CPU in NumPy; --device moves PyTorch and Keras only.
+minicnn runs on the CPU (NumPy and Numba); --device moves PyTorch and Keras only.
 """
 import json
 import os
@@ -151,7 +151,7 @@ def run(args):
     steps = {fw: [] for fw in FRAMEWORKS}
     options = dict(loss=spec.loss, epochs=args.epochs, batch_size=args.batch_size,
                    optimizer=args.optimizer, lr=args.lr, seed=args.seed, verbose=verbose)
-    histories, devices = {}, {"minicnn": "cpu (NumPy)"}
+    histories, devices = {}, {"minicnn": "cpu (NumPy + Numba)"}
     histories["minicnn"] = train_minicnn(model, x_train, y_train, x_test, y_test,
                                          batch_losses=steps["minicnn"], **options)
     torch_device = torch_train.pick_device(args.device)
@@ -173,7 +173,7 @@ def run(args):
     parameters = {"minicnn": interop.count_parameters(model),
                   "torch": interop.count_parameters(net),
                   "keras": interop.count_parameters(keras_model)}
-    versions = {"minicnn": "minicnn (NumPy)", "torch": f"PyTorch {torch.__version__}",
+    versions = {"minicnn": "minicnn (NumPy + Numba)", "torch": f"PyTorch {torch.__version__}",
                 "keras": f"Keras {keras.__version__} / TensorFlow {tf.__version__}"}
     rows = []
     for fw in FRAMEWORKS:
