@@ -17,7 +17,9 @@ from PIL import Image
 from minicnn.data import IMG_EXTENSIONS, DataError, ImageFolder, ImageFolderError
 from minicnn.data.folder import cover_size
 
-RPS = Path(os.environ.get("MINICNN_DATA", "/work/shared/datasets")) / "rock-paper-scissors"
+#: the real photos: $MINICNN_DATA (make test sets it), else ../shared/datasets beside the repository
+RPS = Path(os.environ.get("MINICNN_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets")
+           ) / "rock-paper-scissors"
 
 
 def photo(h, w, channels=3, seed=0):
