@@ -20,7 +20,7 @@ gradient with respect to ``input``, same shape and dtype.
 """
 import numpy as np
 
-from .errors import ShapeError
+from .core.errors import ShapeError
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -219,3 +219,22 @@ class CategoricalCrossentropy(_Loss):
 
     def __repr__(self):
         return f"CategoricalCrossentropy(epsilon={self.epsilon:g}, reduction={self.reduction!r})"
+
+
+#: Keras' and PyTorch's names for the losses, as ``compile(loss=...)`` and the CLI take them
+LOSSES = {
+    "cross_entropy": CrossEntropyLoss,                   # from logits (PyTorch)
+    "nll": NLLLoss,                                      # from log-probabilities
+    "categorical": CategoricalCrossentropy,              # from probabilities (Keras)
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": CategoricalCrossentropy,
+}
+
+
+def get(name):
+    """A new loss object for ``name`` (a key of ``LOSSES``); a loss object is returned as it is."""
+    if not isinstance(name, str):
+        return name
+    if name.lower() not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    return LOSSES[name.lower()]()

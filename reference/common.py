@@ -9,8 +9,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from minicnn import data, plots, transfer, zoo
-from minicnn.checkpoint import atomic_write
+from minicnn import data, zoo
+from minicnn.apps import plots, transfer
+from minicnn.core.files import atomic_write
 
 #: zoo models with a dataset to train on (convnet is a feature block); rps_cnn's is an image
 #: folder, given with --dataset PATH or found in --data-dir / $MINICNN_DATA

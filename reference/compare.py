@@ -40,8 +40,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-from minicnn import interop, training, zoo  # noqa: E402
-from minicnn.checkpoint import atomic_write  # noqa: E402
+from minicnn import interop, losses, optim, zoo
+from minicnn.train import loop as training  # noqa: E402
+from minicnn.core.files import atomic_write  # noqa: E402
 from minicnn.data import DataLoader  # noqa: E402
 from reference import common  # noqa: E402
 
@@ -82,8 +83,8 @@ def train_minicnn(model, x_train, y_train, x_test, y_test, *, loss, epochs, batc
 
     The same DataLoader, seed and train_step as fit(): the same batches and the same weights.
     """
-    criterion = training.make_loss(loss)
-    opt = training.make_optimizer(optimizer, model.parameters(), lr)
+    criterion = losses.get(loss)
+    opt = optim.get(optimizer, model.parameters(), lr)
     loader = DataLoader(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)
     history = {}
     for epoch in range(epochs):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn as mc
-from minicnn import checkpoint as ckpt
+from minicnn.train import checkpoint as ckpt
 from minicnn.optim import SGD
 from twins import (assert_close, check_finite_differences, compare, keras, nchw_to_nhwc, nhwc_to_nchw,
                    requires_keras, requires_torch, torch_module)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from realdata import load_or_skip
 
-from minicnn import bench
+from minicnn.apps import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 

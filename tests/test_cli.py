@@ -7,7 +7,7 @@ import pytest
 from realdata import load_or_skip
 
 import minicnn as mc
-from minicnn.__main__ import main
+from minicnn.apps.cli import main
 
 
 @pytest.fixture(scope="module")

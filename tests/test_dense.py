@@ -9,7 +9,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import minicnn as mc
-from minicnn.errors import ShapeError
+from minicnn.core.errors import ShapeError
 from twins import compare, check_finite_differences, requires_keras, requires_torch, torch
 
 KERAS_EXAMPLES = min(40, hsettings.default.max_examples)

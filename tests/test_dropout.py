@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicnn as mc
-from minicnn.errors import ShapeError
+from minicnn.core.errors import ShapeError
 from twins import check_finite_differences, requires_torch, torch
 
 SIGMAS = 5  # a correct implementation fails a 5-sigma binomial bound with probability < 1e-6

@@ -15,8 +15,8 @@ from synthetic_folders import PATTERNS, write_folder
 from twins import requires_torch
 
 import minicnn as mc
-from minicnn import transfer
-from minicnn.__main__ import main
+from minicnn.apps import transfer
+from minicnn.apps.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANCE = 1 / len(PATTERNS)
@@ -71,7 +71,7 @@ def test_evaluate_reads_the_folder_the_run_was_trained_on(run_dir, capsys):
 
 def test_predict_gives_the_model_output_on_the_decoded_file(run_dir, folder, capsys):
     """predict resizes a file as ImageFolder did for training; its top class is the model's."""
-    model, _ = mc.checkpoint.load(run_dir / "checkpoint.npz")
+    model, _ = mc.train.checkpoint.load(run_dir / "checkpoint.npz")
     reader = mc.data.ImageFolder(folder / "test", 16)
     paths = [p for p, _ in reader.samples[::5]]
     assert main(["predict", "--checkpoint", str(run_dir / "checkpoint.npz")] + [str(p) for p in paths]) == 0
@@ -105,7 +105,7 @@ def test_a_grayscale_model_reads_the_folder_in_grayscale(folder, tmp_path):
                  "--limit", "60", "--out", str(out)]) == 0
     config = metrics_of(out)["config"]
     assert config["preprocessing"]["color_mode"] == "grayscale" and config["input_shape"] == [1, 28, 28]
-    model, _ = mc.checkpoint.load(out / "checkpoint.npz")
+    model, _ = mc.train.checkpoint.load(out / "checkpoint.npz")
     assert model.layers[-1].out_features == len(PATTERNS)   # the folder's classes, not 10
     assert len(metrics_of(out)["history"]["loss"]) == 1
 
@@ -196,7 +196,7 @@ def test_augmented_run_resumes_exactly(folder, tmp_path):
     assert main(["train", "--out", str(tmp_path / "straight")] + aug + ["--epochs", "2"]) == 0
     assert main(["train", "--out", str(tmp_path / "resumed")] + aug + ["--epochs", "1"]) == 0
     assert main(["train", "--out", str(tmp_path / "resumed")] + aug + ["--epochs", "2", "--resume"]) == 0
-    straight, _ = mc.checkpoint.load(tmp_path / "straight" / "checkpoint.npz")
-    resumed, _ = mc.checkpoint.load(tmp_path / "resumed" / "checkpoint.npz")
+    straight, _ = mc.train.checkpoint.load(tmp_path / "straight" / "checkpoint.npz")
+    resumed, _ = mc.train.checkpoint.load(tmp_path / "resumed" / "checkpoint.npz")
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         assert np.array_equal(a.data, b.data), name

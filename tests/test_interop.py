@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import minicnn as mc
-from minicnn import interop, training
-from minicnn.errors import ShapeError
+from minicnn import interop, losses
+from minicnn.core.errors import ShapeError
 from twins import assert_close, keras, requires_keras, requires_torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ def minicnn_step(model, x, y, loss_name):
     if loss_name is None:
         loss, dy = 0.5 * float(np.mean(out.astype(np.float64) ** 2)), out / out.size
     else:
-        criterion = training.make_loss(loss_name)
+        criterion = losses.get(loss_name)
         loss, dy = criterion(out, y), criterion.backward()
     model.backward(dy)
     mc.optim.SGD(model.parameters(), lr=LR).step()

@@ -20,8 +20,9 @@ from test_pool import WINDOWED, kernel_configs, normal, pool_configs, run_kernel
 from twins import assert_close, compare, requires_torch
 
 import minicnn as mc
-from minicnn import kernels, optim, training
-from minicnn.kernels import conv_loops, jit, pool_loops
+from minicnn import kernels, losses, optim
+from minicnn.train import loop as training
+from minicnn.kernels import conv_loops, elementwise_loops, jit, pool_loops
 
 conv_numba = pytest.importorskip("minicnn.kernels.conv_numba")
 pool_numba = pytest.importorskip("minicnn.kernels.pool_numba")
@@ -285,30 +286,35 @@ def test_train_step_skips_only_the_first_layers_input_gradient():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((8, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 8)
     models = [mc.zoo.lenet5(rng=3), mc.zoo.lenet5(rng=3)]
-    losses = [training.make_loss("cross_entropy") for _ in models]
+    criteria = [losses.get("cross_entropy") for _ in models]
     opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
     first, asked = models[0].layers[0], []
     original = first.backward
-    first.backward = lambda dy: asked.append(first.input_gradient) or original(dy)
+    first.backward = lambda dy, need_input_grad=True: (asked.append(need_input_grad)
+                                                        or original(dy, need_input_grad))
     for _ in range(2):
-        training.train_step(models[0], losses[0], opts[0], x, y)
+        training.train_step(models[0], criteria[0], opts[0], x, y)
         opts[1].zero_grad()                     # the same step written out, dx computed
-        losses[1](models[1](x), y)
-        assert models[1].backward(losses[1].backward()).shape == x.shape
+        criteria[1](models[1](x), y)
+        assert models[1].backward(criteria[1].backward()).shape == x.shape
         opts[1].step()
-    assert asked == [False, False] and first.input_gradient is True
+    assert asked == [False, False]
     for p, q in zip(models[0].parameters(), models[1].parameters()):
         np.testing.assert_array_equal(p.data, q.data)
 
 
-def test_input_gradient_is_restored_when_backward_fails():
+def test_backward_without_input_gradient_gives_the_same_weight_gradients():
+    """need_input_grad=False returns None and fills every param.grad exactly as the full pass;
+    a later full pass still returns dx (nothing is left switched off)."""
     model = mc.Sequential([mc.Conv2D(1, 2, 3), mc.Flatten(), mc.Dense(2 * 4 * 4, 3)])
-    model.layers[1].backward = lambda dy: 1 / 0
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ZeroDivisionError):
-        training.train_step(model, mc.CrossEntropyLoss(), opt, np.ones((2, 1, 6, 6)),
-                            np.array([0, 1]))
-    assert model.layers[0].input_gradient is True
+    x, dy = np.ones((2, 1, 6, 6), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    model(x)
+    assert model.backward(dy, need_input_grad=False) is None
+    skipped = [p.grad.copy() for p in model.parameters()]
+    model(x)
+    assert model.backward(dy).shape == x.shape
+    for g, p in zip(skipped, model.parameters()):
+        np.testing.assert_array_equal(g, p.grad)
 
 
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")
@@ -371,10 +377,10 @@ def test_numba_backend_serves_the_numba_kernels():
     assert kernels.DEFAULT == "numba"
     with kernels.using("numba"):
         assert kernels.pool() is pool_numba and kernels.conv() is conv_numba
-        assert kernels.compiled() is elementwise_numba
+        assert kernels.elementwise() is elementwise_numba
     with kernels.using("loops"):
         assert kernels.pool() is pool_loops and kernels.conv() is conv_loops
-        assert kernels.compiled() is None
+        assert kernels.elementwise() is elementwise_loops
 
 
 def test_loops_backend_from_the_environment():

@@ -14,9 +14,9 @@ import json
 import numpy as np
 import pytest
 
-from minicnn.errors import ShapeError
+from minicnn.core.errors import ShapeError
 from minicnn.optim import SGD, Adam, KerasAdam
-from minicnn.parameter import Parameter
+from minicnn.core.parameter import Parameter
 from twins import assert_close, keras, requires_keras, requires_torch
 
 try:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn as mc
-from minicnn import checkpoint as ckpt
+from minicnn.train import checkpoint as ckpt
 from twins import check_finite_differences, compare, requires_keras, requires_torch
 
 side = st.integers(0, 3)

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 import minicnn as mc
 from minicnn import kernels
-from minicnn.errors import ShapeError
+from minicnn.core.errors import ShapeError
 from minicnn.kernels import pool_fast, pool_loops
-from minicnn.shapes import window_output_size
+from minicnn.core.shapes import window_output_size
 from twins import HAVE_TORCH, Unsupported, assert_close, compare, check_finite_differences, \
     requires_keras, requires_torch
 

@@ -19,7 +19,7 @@ import pytest
 from realdata import load_or_skip
 
 import minicnn as mc
-from minicnn.__main__ import main as minicnn_main
+from minicnn.apps.cli import main as minicnn_main
 from twins import requires_keras, requires_torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn as mc
-from minicnn import checkpoint as ckpt
+from minicnn.train import checkpoint as ckpt
 from minicnn.optim import SGD, Adam, KerasAdam
 from twins import (assert_close, check_finite_differences, compare, requires_torch, torch_module)
 

@@ -20,8 +20,9 @@ import pytest
 import minicnn as mc
 import minicnn.trace as mt
 from minicnn import interop
-from minicnn.errors import ShapeError
-from minicnn.interop_resnet import keras_name, torch_name
+from minicnn.core.errors import ShapeError
+from minicnn.interop import keras_name, torch_name
+from minicnn.interop.names import state as interop_state
 from minicnn.trace.__main__ import main as trace_main
 from twins import assert_close, keras, requires_keras, requires_torch
 
@@ -93,7 +94,7 @@ def keras_out(km, x):
 
 
 def state(model):
-    return {name: np.asarray(v) for name, v in interop._resnet.state(model).items()}
+    return {name: np.asarray(v) for name, v in interop_state(model).items()}
 
 
 def assert_same_state(ours, theirs, what, skip=()):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import minicnn as mc
-from minicnn import checkpoint as ckpt
-from minicnn import training
+from minicnn.train import checkpoint as ckpt
+from minicnn.train import loop as training
 from minicnn.layers.base import Layer
 from realdata import load_or_skip
 from twins import assert_close
@@ -138,7 +138,7 @@ def test_non_finite_loss_names_the_first_layer():
     x, y = synthetic(32)
     model = tiny_cnn(0).compile(optimizer="sgd", loss="cross_entropy")
     model[0].weight.data[0, 0, 0, 0] = np.inf
-    with pytest.raises(training.NonFiniteError) as info:
+    with pytest.raises(mc.NonFiniteError) as info:
         model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert "layer 0 Conv2D(1, 4" in str(info.value)
 

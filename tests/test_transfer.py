@@ -13,9 +13,9 @@ from realdata import load_or_skip
 from synthetic_folders import write_folder
 
 import minicnn as mc
-from minicnn import checkpoint as ckpt
-from minicnn import transfer
-from minicnn.__main__ import main
+from minicnn.train import checkpoint as ckpt
+from minicnn.apps import transfer
+from minicnn.apps.cli import main
 
 SEED = 3
 
@@ -126,7 +126,7 @@ def test_an_optimizer_skips_a_frozen_base_but_backward_still_reaches_it():
     x = np.random.default_rng(0).random((8, 1, 12, 12), dtype=np.float32)
     y = np.arange(8) % 3
     for _ in range(3):
-        mc.training.train_step(model, model.loss, model.optimizer, x, y)
+        mc.train.loop.train_step(model, model.loss, model.optimizer, x, y)
     # the gradient was computed (backward runs through the base: the input gradient needs it)...
     assert np.any(model.features.conv1.weight.grad != 0)
     # ...and not applied, and the frozen BatchNorm kept its statistics in training mode

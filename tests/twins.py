@@ -24,7 +24,7 @@ import pytest
 
 import minicnn.layers as L
 import minicnn.losses as LS
-from minicnn.model import Sequential
+from minicnn.layers import Sequential
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

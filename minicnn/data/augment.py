@@ -24,7 +24,7 @@ Keras' default) or 0 (nearest neighbour), as scipy.ndimage computes them; minicn
 """
 import numpy as np
 
-from ..random import get_rng
+from ..core.random import get_rng
 
 FILL_MODES = ("nearest", "constant")
 INTERPOLATION_ORDERS = (0, 1)

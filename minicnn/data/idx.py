@@ -13,17 +13,12 @@ already decompressed (some browsers do that) still reads.
 """
 import gzip
 import os
-import tempfile
 import zlib
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """A data file is missing, malformed, or is not the file it should be.
-
-    The message always names the file (or every place that was searched).
-    """
+from ..core.errors import DataError
+from ..core.files import atomic_write
 
 
 #: IDX type code -> NumPy dtype as stored on disk (big-endian).
@@ -123,14 +118,4 @@ def write_idx(path, array):
     data = encode_idx(array)
     if path.endswith(".gz"):
         data = gzip.compress(data, mtime=0)  # mtime=0: same array, same bytes
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(data))

@@ -17,7 +17,7 @@ batch's x, where ``rng = np.random.default_rng([seed, epoch, 1])`` is one genera
 """
 import numpy as np
 
-from ..random import get_rng
+from ..core.random import get_rng
 
 
 class DataLoader:

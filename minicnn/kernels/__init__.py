@@ -9,14 +9,14 @@
 
 The modules of a family have the same functions and signatures, e.g. for convolution
 ``forward(x, w, b, stride, pads, dilation) -> (out, cache)`` and
-``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. The layers ask ``conv()`` / ``pool()``
-for the module to use (and ReLU and Adam ask ``backend()``); choose with ``MINICNN_KERNELS=loops``
+``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. The layers ask ``conv()``, ``pool()``
+or ``elementwise()`` for the module to use, one rule for every family; choose with ``MINICNN_KERNELS=loops``
 (or ``fast``) in the environment, ``use("loops")``, or ``with using("loops"): ...``.
 """
 import os
 from contextlib import contextmanager
 
-from . import conv_fast, conv_loops, pool_fast, pool_loops
+from . import conv_fast, conv_loops, elementwise_loops, pool_fast, pool_loops
 
 BACKENDS = ("fast", "loops", "numba")
 DEFAULT = "numba"
@@ -65,9 +65,9 @@ def pool():
     return pool_loops if _backend == "loops" else pool_fast
 
 
-def compiled():
-    """The module of small compiled kernels (ReLU, Adam), or None when the backend is not numba."""
+def elementwise():
+    """The elementwise kernel module in use (ReLU, Adam): compiled, or NumPy for loops/fast."""
     if _backend == "numba":
         from . import elementwise_numba
         return elementwise_numba
-    return None
+    return elementwise_loops

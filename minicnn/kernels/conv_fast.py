@@ -12,7 +12,7 @@ Same functions, signatures and results as ``conv_loops``.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..shapes import window_output_size
+from ..core.shapes import window_output_size
 
 
 def _output_size(size, kernel, stride, dilation):

@@ -8,7 +8,7 @@ The sum over (c, p, q) is one ``np.sum`` over the window; the loops over (n, o, 
 """
 import numpy as np
 
-from ..shapes import window_output_size
+from ..core.shapes import window_output_size
 
 
 def _pad(x, pads):

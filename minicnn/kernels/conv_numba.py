@@ -39,7 +39,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from ..shapes import window_output_size
+from ..core.shapes import window_output_size
 from . import blas, conv_fast
 from .blas import NO_TRANS, ROW_MAJOR, TRANS
 from .jit import FMA as _FMA

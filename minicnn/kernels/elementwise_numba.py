@@ -6,12 +6,14 @@ A compiled loop reads each input once and writes each output once. The arithmeti
 order, is the NumPy code's: results are bit for bit those of the NumPy versions in
 ``layers/activations.py`` and ``optim.py`` (the tests check it).
 
-Arrays are contiguous and of one float dtype; the callers fall back to NumPy otherwise.
+Arrays of another dtype (float16), or Adam's arrays when they differ in layout, go to
+``elementwise_loops`` instead: the same functions, in NumPy.
 """
 import numpy as np
 from numba import prange
 
-from .jit import helper, kernel
+from . import elementwise_loops
+from .jit import COMPILED_DTYPES, helper, kernel
 
 _PARALLEL_SIZE = 1 << 15     # below this many elements one thread is faster than waking two
 
@@ -36,8 +38,18 @@ def _relu_backward(dy, y, dx):
         dx[i] = dy[i] if y[i] > zero else zero
 
 
+def _same_layout(*arrays):
+    """Whether the arrays are all C-contiguous, of one compiled dtype and one shape."""
+    first = arrays[0]
+    return (first.dtype in COMPILED_DTYPES
+            and all(a.dtype == first.dtype and a.shape == first.shape and a.flags.c_contiguous
+                    for a in arrays))
+
+
 def relu_forward(x):
     """y = max(x, 0) for a float array of any shape (NaN stays NaN). Returns y, same shape."""
+    if x.dtype not in COMPILED_DTYPES:
+        return elementwise_loops.relu_forward(x)
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     _version(_relu, x.size)(x.reshape(-1), y.reshape(-1))
@@ -46,6 +58,8 @@ def relu_forward(x):
 
 def relu_backward(dy, y):
     """dx = dy where y > 0, else 0; y is the forward output. Same shape and dtype as y."""
+    if y.dtype not in COMPILED_DTYPES:
+        return elementwise_loops.relu_backward(dy, y)
     dy, y = np.ascontiguousarray(dy), np.ascontiguousarray(y)
     dx = np.empty_like(y)
     _version(_relu_backward, y.size)(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
@@ -79,6 +93,9 @@ def adam_step(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,
     """One Adam update of p (any shape) in place, with its gradient g and moments m, v (same
     shape, dtype and contiguity). The scalars are Python floats; each is rounded to p's dtype
     first, as NumPy does when it multiplies a float32 array by a Python float."""
+    if not _same_layout(p, g, m, v):
+        return elementwise_loops.adam_step(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2,
+                                           step_size, sqrt_bias_correction2, eps, weight_decay)
     t = p.dtype.type
     _version(_adam, p.size)(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                             t(one_minus_beta1), t(beta2), t(one_minus_beta2), t(step_size),

@@ -8,28 +8,8 @@ PyTorch's ``dim=1``; Keras, being NHWC, normalises along its last axis instead.
 import numpy as np
 
 from .. import kernels
-from ..errors import ShapeError
-from .base import Layer
-
-
-def as_float(x):
-    """``x`` as an array of its own float dtype, or float64 when it holds integers or bools."""
-    x = np.asarray(x)
-    return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
-
-
-def check_upstream(layer, dy, shape, dtype):
-    """``dy`` as an array of ``dtype``; ShapeError unless it has the forward output's ``shape``.
-
-    Elementwise backward passes would otherwise broadcast a wrong-shaped ``dy`` silently.
-    """
-    if shape is None:
-        raise RuntimeError(f"{layer!r}: backward called before forward")
-    dy = np.asarray(dy)
-    if dy.shape != tuple(shape):
-        raise ShapeError(f"{layer!r}: backward expected dy of the output's shape {tuple(shape)}, "
-                         f"got {dy.shape}")
-    return dy.astype(dtype, copy=False)
+from ..core.errors import ShapeError
+from .base import Layer, as_float, check_upstream
 
 
 class _Elementwise(Layer):
@@ -58,21 +38,12 @@ class ReLU(_Elementwise):
     def forward(self, x):
         x = as_float(x)
         self._shape, self._dtype = x.shape, x.dtype
-        compiled = kernels.compiled()
-        if compiled is not None and x.dtype in (np.float32, np.float64):
-            # one compiled pass; the output itself tells backward where x > 0 (y > 0 there)
-            y = compiled.relu_forward(x)
-            self._cache = ("output", y)
-            return y
-        self._cache = ("mask", x > 0)
-        return np.maximum(x, 0)
+        # the output itself tells backward where x > 0 (y > 0 there): no mask to keep
+        self._cache = kernels.elementwise().relu_forward(x)
+        return self._cache
 
     def backward(self, dy):
-        dy = self._upstream(dy)
-        kind, saved = self._cache
-        if kind == "output":
-            return kernels.elementwise_numba.relu_backward(dy, saved)
-        return np.where(saved, dy, 0)
+        return kernels.elementwise().relu_backward(self._upstream(dy), self._cache)
 
 
 class Tanh(_Elementwise):

@@ -13,12 +13,29 @@ freezing all go down into the children, with PyTorch's dotted names ("conv1.weig
 """
 import numpy as np
 
-from ..errors import ShapeError
-from ..parameter import Parameter
+from ..core.errors import ShapeError
+from ..core.parameter import Parameter
+from ..core.shapes import pair
+
+#: every Layer subclass by class name, filled as each class is defined: a checkpoint names its
+#: layers' types, and ``Layer.registry["Conv2D"]`` builds them again without importing a zoo
 
 
 class Layer:
-    """Base class. Subclasses implement ``forward``, ``backward`` and ``output_shape``."""
+    """Base class. Subclasses implement ``forward``, ``backward`` and ``output_shape``.
+
+    ``backward(dy)`` returns dx. A layer that can skip computing dx (the first layer of a
+    network sees the data, whose gradient training never reads) sets ``skips_input_grad = True``
+    and takes ``backward(dy, need_input_grad=False)``, returning None then.
+    """
+
+    registry = {}
+    skips_input_grad = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            Layer.registry[cls.__name__] = cls
 
     def __init__(self):
         self.training = True
@@ -196,6 +213,64 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+# ----------------------------------------------------------------------------------------
+# checks every layer shares: arguments, input dtypes, the upstream gradient
+# ----------------------------------------------------------------------------------------
+def as_float(x, integer_dtype=np.float64):
+    """``x`` as an array of its own float dtype; integers and bools become ``integer_dtype``."""
+    x = np.asarray(x)
+    return x if np.issubdtype(x.dtype, np.floating) else x.astype(integer_dtype)
+
+
+def check_upstream(layer, dy, shape, dtype):
+    """``dy`` as an array of ``dtype``; ShapeError unless it has the forward output's ``shape``.
+
+    Elementwise backward passes would otherwise broadcast a wrong-shaped ``dy`` silently.
+    """
+    if shape is None:
+        raise RuntimeError(f"{layer!r}: backward called before forward")
+    dy = np.asarray(dy)
+    if dy.shape != tuple(shape):
+        raise ShapeError(f"{layer!r}: backward expected dy of the output's shape {tuple(shape)}, "
+                         f"got {dy.shape}")
+    return dy.astype(dtype, copy=False)
+
+
+def positive_int(layer_name, value, name):
+    """``value`` as an int >= 1, or ValueError naming the layer and the argument."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{layer_name}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def positive_pair(layer_name, value, name):
+    """An int or a pair as (rows, columns), both >= 1, or ValueError naming the layer."""
+    result = pair(value, name)
+    if min(result) < 1:
+        raise ValueError(f"{layer_name}: {name} must be positive, got {value!r}")
+    return result
+
+
+def check_padding(layer_name, padding):
+    """The padding as stored: a lower-case "same"/"valid", or ints >= 0 (ValueError otherwise).
+
+    Accepted forms: an int, a pair (rows, columns), a pair of pairs ((top, bottom), (left, right)).
+    """
+    if isinstance(padding, str):
+        if padding.lower() not in ("same", "valid"):
+            raise ValueError(f'{layer_name}: padding must be an int, a pair, a pair of pairs, '
+                             f'"valid" or "same", got {padding!r}')
+        return padding.lower()
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+            isinstance(p, (tuple, list)) for p in padding):
+        amounts = [v for p in padding for v in pair(tuple(p), "padding")]
+    else:
+        amounts = pair(padding, "padding")
+    if min(amounts) < 0:
+        raise ValueError(f"{layer_name}: padding must be >= 0, got {padding!r}")
+    return padding
 
 
 def shape_product(dims):

@@ -4,41 +4,11 @@ import math
 import numpy as np
 
 from .. import kernels
-from ..errors import ShapeError
-from ..parameter import Parameter
-from ..random import get_rng
-from ..shapes import check_window_fits, pair, resolve_padding, window_formula
-from .base import Layer
-
-
-def _positive_pair(value, name):
-    result = pair(value, name)
-    if min(result) < 1:
-        raise ValueError(f"Conv2D: {name} must be positive, got {value!r}")
-    return result
-
-
-def _positive_int(value, name):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Conv2D: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _check_padding(padding):
-    """The padding as stored: a lower-case "same"/"valid", or ints >= 0 (ValueError otherwise)."""
-    if isinstance(padding, str):
-        if padding.lower() not in ("same", "valid"):
-            raise ValueError(f'Conv2D: padding must be an int, a pair, a pair of pairs, "valid" or '
-                             f'"same", got {padding!r}')
-        return padding.lower()
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
-            isinstance(p, (tuple, list)) for p in padding):
-        amounts = [v for p in padding for v in pair(tuple(p), "padding")]
-    else:
-        amounts = pair(padding, "padding")
-    if min(amounts) < 0:
-        raise ValueError(f"Conv2D: padding must be >= 0, got {padding!r}")
-    return padding
+from ..core.errors import ShapeError
+from ..core.parameter import Parameter
+from ..core.random import get_rng
+from ..core.shapes import check_window_fits, pair, resolve_padding, window_formula
+from .base import Layer, check_padding, positive_int, positive_pair
 
 
 class Conv2D(Layer):
@@ -64,15 +34,17 @@ class Conv2D(Layer):
     The layer computes in ``dtype`` (float32 by default); inputs are cast to it.
     """
 
+    skips_input_grad = True
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, dtype=np.float32, rng=None):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = _positive_pair(kernel_size, "kernel_size")
-        self.stride = _positive_pair(stride, "stride")
-        self.dilation = _positive_pair(dilation, "dilation")
-        self.padding = _check_padding(padding)
+        self.in_channels = positive_int("Conv2D", in_channels, "in_channels")
+        self.out_channels = positive_int("Conv2D", out_channels, "out_channels")
+        self.kernel_size = positive_pair("Conv2D", kernel_size, "kernel_size")
+        self.stride = positive_pair("Conv2D", stride, "stride")
+        self.dilation = positive_pair("Conv2D", dilation, "dilation")
+        self.padding = check_padding("Conv2D", padding)
         dtype = np.dtype(dtype)
         if not np.issubdtype(dtype, np.floating):
             raise ValueError(f"Conv2D: dtype must be a floating type, got {dtype}")
@@ -88,9 +60,6 @@ class Conv2D(Layer):
         self._cache = None
         self._kernels = None
         self._out_shape = None
-        # False: backward skips dx (the first layer's input is the data, whose gradient training
-        # never reads) and returns None; train_step sets it for its backward pass only
-        self.input_gradient = True
 
     @property
     def dtype(self):
@@ -146,16 +115,16 @@ class Conv2D(Layer):
         self._out_shape = y.shape
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad.
-        Returns None instead of dx when ``input_gradient`` is False."""
+        With ``need_input_grad=False`` dx is not computed and None is returned."""
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         dy = np.asarray(dy, dtype=self.dtype)
         if dy.shape != self._out_shape:
             raise ShapeError(f"{self!r}: backward expected dy of the output's shape "
                              f"{self._out_shape}, got {dy.shape}")
-        dx, dw, db = self._kernels.backward(dy, self._cache, need_dx=self.input_gradient)
+        dx, dw, db = self._kernels.backward(dy, self._cache, need_dx=need_input_grad)
         self.weight.grad = dw
         if self.bias is not None:
             self.bias.grad = db

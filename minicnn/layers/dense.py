@@ -3,11 +3,10 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
-from ..parameter import Parameter
-from ..random import get_rng
-from .activations import check_upstream
-from .base import Layer, shape_product
+from ..core.errors import ShapeError
+from ..core.parameter import Parameter
+from ..core.random import get_rng
+from .base import Layer, shape_product, check_upstream
 
 
 class Dense(Layer):

@@ -3,9 +3,8 @@ import numbers
 
 import numpy as np
 
-from ..random import get_rng
-from .activations import as_float, check_upstream
-from .base import Layer
+from ..core.random import get_rng
+from .base import Layer, as_float, check_upstream
 
 
 class Dropout(Layer):

@@ -3,8 +3,8 @@ import numbers
 
 import numpy as np
 
-from ..errors import ShapeError
-from ..parameter import Parameter
+from ..core.errors import ShapeError
+from ..core.parameter import Parameter
 from .base import Layer, shape_product
 
 # convention -> (eps, momentum) defaults, and what momentum means

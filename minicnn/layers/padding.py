@@ -1,9 +1,8 @@
 """ZeroPadding2D: rows and columns of zeros around each image, as Keras' layer of that name."""
 import numpy as np
 
-from ..shapes import pair
-from .activations import as_float, check_upstream
-from .base import Layer
+from ..core.shapes import pair
+from .base import Layer, as_float, check_upstream
 
 
 def _padding(padding):

@@ -22,14 +22,9 @@ The arithmetic runs in the kernels of ``minicnn.kernels.pool()``: compiled loops
 import numpy as np
 
 from .. import kernels
-from ..errors import ShapeError
-from ..shapes import check_window_fits, pair, resolve_padding, window_formula
-from .base import Layer
-
-
-def _as_float(x):
-    """Float inputs keep their dtype (float64 stays float64); anything else becomes float32."""
-    return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
+from ..core.errors import ShapeError
+from ..core.shapes import check_window_fits, pair, resolve_padding, window_formula
+from .base import Layer, as_float
 
 
 class _WindowPool(Layer):
@@ -93,7 +88,7 @@ class _WindowPool(Layer):
     # -- the two passes -------------------------------------------------------------------
     def forward(self, x):
         """x (N, C, H, W) -> y (N, C, H_out, W_out), in x's float dtype."""
-        x = _as_float(self._check_input(x))
+        x = as_float(self._check_input(x), np.float32)
         pads = self.padding_for(*x.shape[2:])
         # Remember the kernel module: backward must read the cache the same module wrote,
         # even if kernels.use() switches in between.
@@ -216,7 +211,7 @@ class GlobalAvgPool2D(Layer):
 
     def forward(self, x):
         """x (N, C, H, W) -> y (N, C), in x's float dtype."""
-        x = _as_float(self._check_input(x))
+        x = as_float(self._check_input(x), np.float32)
         self._cache = (x.shape, x.dtype)
         return x.mean(axis=(2, 3))
 

@@ -1,9 +1,8 @@
 """Flatten: feature maps (N, C, H, W) -> rows (N, C·H·W), from convolutions to Dense."""
 import math
 
-from ..errors import ShapeError
-from .activations import check_upstream
-from .base import Layer, shape_product
+from ..core.errors import ShapeError
+from .base import Layer, shape_product, check_upstream
 
 
 class Flatten(Layer):

@@ -12,10 +12,11 @@ networks of 50 and more layers train when plain stacks of that depth do not.
 """
 import numpy as np
 
-from ..errors import ShapeError
-from ..random import get_rng
-from .activations import ReLU, as_float
-from .base import Layer, children_repr
+from ..core.errors import ShapeError
+from ..core.random import get_rng
+from .activations import ReLU
+from .base import Layer, as_float, children_repr
+from .container import Sequential
 from .conv import Conv2D
 from .norm import BatchNorm2D
 
@@ -238,7 +239,6 @@ def _needs_downsample(in_channels, out_channels, stride):
 
 def _downsample(downsample, in_channels, out_channels, stride, conv_bias, bn, dtype, rng):
     """The shortcut: None/"auto" -> made when needed, False -> none, True -> made, or a layer."""
-    from ..model import Sequential
     if isinstance(downsample, Layer):
         return downsample
     if downsample is None or downsample == "auto":

@@ -17,7 +17,7 @@ the fix. torch and Keras are imported only when a model of theirs is traced.
 import sys
 
 from .live import tracing
-from .rows import Failure, Row, Trace, Window
+from .records import Failure, Row, Trace, Window
 
 __all__ = ["summary", "trace", "tracing", "framework_of", "Row", "Trace", "Failure", "Window"]
 
@@ -60,11 +60,11 @@ def trace(model, input_shape=None, batch=1, name=None):
     if batch < 1:
         raise ValueError(f"minicnn.trace: batch must be >= 1, got {batch}")
     if framework == "minicnn":
-        from . import minicnn_tracer as tracer
+        from .tracers import minicnn as tracer
     elif framework == "torch":
-        from . import torch_tracer as tracer
+        from .tracers import torch as tracer
     else:
-        from . import keras_tracer as tracer
+        from .tracers import keras as tracer
     return tracer.trace(model, input_shape, batch, name=name)
 
 

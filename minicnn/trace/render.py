@@ -3,6 +3,7 @@ import json
 import textwrap
 
 WIDTH = 100
+LAYOUTS = {"NCHW": "[N, C, H, W]", "NHWC": "[N, H, W, C]"}
 FRAMEWORKS = {"minicnn": "minicnn", "torch": "PyTorch", "keras": "Keras"}
 AXES = {"NCHW": "N = batch = {n}, then channels C, height H, width W",
         "NHWC": "N = batch = {n}, then height H, width W, channels C (Keras is channels-last)"}
@@ -34,7 +35,6 @@ def shape(s):
 
 
 def layout_line(trace):
-    from .rows import LAYOUTS
     return f"shapes are {LAYOUTS[trace.layout]}: {AXES[trace.layout].format(n=trace.batch)}"
 
 

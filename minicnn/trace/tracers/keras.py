@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import diagnose  # noqa: E402
-from .rows import Recorder, Trace, Window, finish, to_pair  # noqa: E402
-from .rows import _KINDS  # noqa: E402
+from .. import explain  # noqa: E402
+from ..records import Recorder, Trace, Window, finish, to_pair  # noqa: E402
+from ..records import _KINDS  # noqa: E402
 
 _WINDOW_POOLS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 _MACS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
@@ -76,15 +76,15 @@ def _diagnose(trace, row, layer, err):
     if isinstance(layer, keras.layers.Dense) and layer.built and shape:
         expected = int(layer.kernel.shape[0])
         if shape[-1] != expected:
-            return diagnose.dense_failure(trace, row, name, expected, err, "keras")
+            return explain.dense_failure(trace, row, name, expected, err, "keras")
     if isinstance(layer, keras.layers.Conv2D) and layer.built and shape and len(shape) == 4:
         expected = int(layer.kernel.shape[-2]) * int(getattr(layer, "groups", 1) or 1)
         got = shape[-1] if layer.data_format == "channels_last" else shape[1]
         if got != expected:
-            return diagnose.channel_failure(trace, row, name, expected, err, "keras")
-    if diagnose.window_too_small(trace, row):
-        return diagnose.window_failure(trace, row, name, err)
-    return diagnose.generic_failure(row, name, err)
+            return explain.channel_failure(trace, row, name, expected, err, "keras")
+    if explain.window_too_small(trace, row):
+        return explain.window_failure(trace, row, name, err)
+    return explain.generic_failure(row, name, err)
 
 
 def trace(model, input_shape, batch=1, name=None, seed=0):

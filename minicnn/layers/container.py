@@ -1,8 +1,20 @@
 """Sequential: layers applied one after another, and backward through them in reverse."""
 import numpy as np
 
-from .errors import ShapeError
-from .layers.base import Layer, children_repr
+from ..core.errors import ShapeError
+from .base import Layer, children_repr
+
+#: Keras' compile / fit / evaluate / predict, by name. The training loop lives in
+#: ``minicnn.train``, a floor above the layers; it fills this table when it is imported
+#: (``import minicnn`` does), so that a layer never imports the code that trains it.
+KERAS_METHODS = {}
+
+
+def _keras_method(name):
+    if name not in KERAS_METHODS:
+        raise RuntimeError(f"model.{name}() needs minicnn.train: import minicnn (or minicnn.train) "
+                           f"first")
+    return KERAS_METHODS[name]
 
 
 # instance attributes of a Sequential (compile() sets some): no layer may take their names
@@ -81,10 +93,20 @@ class Sequential(Layer):
                 raise self._with_context(err, i, shapes) from None
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
+    skips_input_grad = True
+
+    def backward(self, dy, need_input_grad=True):
+        """dy (the output's shape) -> dx (the input's shape), every ``param.grad`` filled.
+
+        ``need_input_grad=False`` (training, where the input is the data) lets the first layer
+        skip computing dx if it can (a convolution saves a whole col2im), and returns None.
+        """
+        for i in reversed(range(len(self.layers))):
+            layer = self.layers[i]
+            if i == 0 and not need_input_grad and layer.skips_input_grad:
+                return layer.backward(dy, need_input_grad=False)
             dy = layer.backward(dy)
-        return dy
+        return None if not need_input_grad else dy
 
     def output_shape(self, input_shape):
         shapes = [tuple(input_shape)]
@@ -128,40 +150,23 @@ class Sequential(Layer):
         new.layer_index = index
         return new
 
-    # -- Keras style: compile once, then fit / evaluate / predict --------------------------
-    # -- Keras style: compile once, then fit / evaluate / predict --------------------------
+    # -- Keras style: compile once, then fit / evaluate / predict (minicnn.train.fit) -------
     def compile(self, optimizer="adam", loss="cross_entropy", metrics=("accuracy",), lr=None):
-        """Choose the optimizer and loss (objects, or names such as "adam" and "nll").
-
-        Only accuracy is computed as a metric; it is what the articles report.
-        """
-        from . import training
-        self.optimizer = training.make_optimizer(optimizer, self.parameters(), lr)
-        self.loss = training.make_loss(loss)
-        self.metrics = list(metrics)
-        return self
-
-    def _compiled(self):
-        if getattr(self, "optimizer", None) is None:
-            raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit/evaluate")
+        """Choose the optimizer and loss (objects, or names such as "adam" and "nll")."""
+        return _keras_method("compile")(self, optimizer=optimizer, loss=loss, metrics=metrics, lr=lr)
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, **options):
-        """Train like Keras' fit; returns a History. See ``minicnn.training.fit`` for options."""
-        from . import training
-        self._compiled()
-        return training.fit(self, x, y, optimizer=self.optimizer, loss=self.loss, epochs=epochs,
-                            batch_size=batch_size, validation_data=validation_data, **options)
+        """Train like Keras' fit; returns a History. See ``minicnn.train.fit.fit`` for options."""
+        return _keras_method("fit")(self, x, y, epochs=epochs, batch_size=batch_size,
+                                    validation_data=validation_data, **options)
 
     def evaluate(self, x, y, batch_size=1000):
         """[loss, accuracy] over (x, y) in eval mode, as Keras returns them."""
-        from . import training
-        self._compiled()
-        return list(training.evaluate(self, x, y, self.loss, batch_size))
+        return _keras_method("evaluate")(self, x, y, batch_size=batch_size)
 
     def predict(self, x, batch_size=1000):
         """The outputs for x (N, C, H, W) in eval mode."""
-        from . import training
-        return training.predict(self, x, batch_size)
+        return _keras_method("predict")(self, x, batch_size=batch_size)
 
     def __iter__(self):
         return iter(self.layers)

@@ -5,11 +5,11 @@ layer, nested Sequentials included, reports the shapes it really received and re
 """
 import numpy as np
 
-from ..layers import AvgPool2D, Conv2D, Dense, MaxPool2D, SumPool2D
-from ..layers.base import Layer
-from ..model import Sequential
-from . import diagnose
-from .rows import Recorder, Trace, Window, finish
+from ...layers import AvgPool2D, Conv2D, Dense, MaxPool2D, SumPool2D
+from ...layers.base import Layer
+from ...layers import Sequential
+from .. import explain
+from ..records import Recorder, Trace, Window, finish
 
 _POOLS = (MaxPool2D, AvgPool2D, SumPool2D)
 
@@ -75,12 +75,12 @@ def _own_params(layer):
 def _diagnose(trace, row, layer, err):
     shape = row.input_shape
     if isinstance(layer, Dense) and shape and len(shape) >= 2 and shape[-1] != layer.in_features:
-        return diagnose.dense_failure(trace, row, repr(layer), layer.in_features, err, "minicnn")
+        return explain.dense_failure(trace, row, repr(layer), layer.in_features, err, "minicnn")
     if isinstance(layer, Conv2D) and shape and len(shape) == 4 and shape[1] != layer.in_channels:
-        return diagnose.channel_failure(trace, row, repr(layer), layer.in_channels, err, "minicnn")
-    if diagnose.window_too_small(trace, row):
-        return diagnose.window_failure(trace, row, repr(layer), err)
-    return diagnose.generic_failure(row, repr(layer), err)
+        return explain.channel_failure(trace, row, repr(layer), layer.in_channels, err, "minicnn")
+    if explain.window_too_small(trace, row):
+        return explain.window_failure(trace, row, repr(layer), err)
+    return explain.generic_failure(row, repr(layer), err)
 
 
 def trace(model, input_shape, batch=1, name=None, seed=0):

@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from . import diagnose
-from .rows import Recorder, Trace, Window, finish, to_pair
+from .. import explain
+from ..records import Recorder, Trace, Window, finish, to_pair
 
 # tensor methods whose result is the same data or bookkeeping, not a step of the network
 _QUIET = {"__get__", "__set__", "__delete__", "size", "dim", "numel", "item", "tolist",
@@ -125,25 +125,25 @@ def _diagnose(trace, row, mod, call, err):
     if mod is not None:
         layer = repr(mod)
         if isinstance(mod, nn.Linear) and shape and shape[-1] != mod.in_features:
-            return diagnose.dense_failure(trace, row, layer, mod.in_features, err, "torch")
+            return explain.dense_failure(trace, row, layer, mod.in_features, err, "torch")
         if (isinstance(mod, nn.Conv2d) and shape and len(shape) == 4
                 and shape[1] != mod.in_channels):
-            return diagnose.channel_failure(trace, row, layer, mod.in_channels, err, "torch")
+            return explain.channel_failure(trace, row, layer, mod.in_channels, err, "torch")
     elif call is not None:
         name, args, kwargs = call
         layer = name
         if name == "F.linear":
             weight = _arg(args, kwargs, 1, "weight")
             if shape and shape[-1] != weight.shape[1]:
-                return diagnose.dense_failure(trace, row, f"F.linear(weight {list(weight.shape)})",
+                return explain.dense_failure(trace, row, f"F.linear(weight {list(weight.shape)})",
                                               weight.shape[1], err, "torch")
         if name in ("x.view", "x.reshape", "torch.reshape") and shape and len(shape) >= 2:
-            return diagnose.reshape_failure(row, name, err)
+            return explain.reshape_failure(row, name, err)
     else:
         layer = row.label
-    if diagnose.window_too_small(trace, row):
-        return diagnose.window_failure(trace, row, layer, err)
-    return diagnose.generic_failure(row, layer, err)
+    if explain.window_too_small(trace, row):
+        return explain.window_failure(trace, row, layer, err)
+    return explain.generic_failure(row, layer, err)
 
 
 def trace(model, input_shape, batch=1, name=None, seed=0):

@@ -18,16 +18,16 @@ It is read with ``np.load(path, allow_pickle=False)``: a file from elsewhere can
 never code. Writes are atomic: a temporary file in the same folder, then ``os.replace``, so an
 interrupted save leaves the previous checkpoint intact.
 """
+import dataclasses
 import inspect
 import json
-import os
-import tempfile
 
 import numpy as np
 
-from . import layers as L
-from .model import Sequential
-from .parameter import Parameter
+from ..core.files import atomic_write
+from ..core.parameter import Parameter
+from ..layers import Layer, Sequential
+from .. import zoo
 
 FORMAT = "minicnn-checkpoint-1"
 
@@ -42,7 +42,6 @@ def layer_config(layer):
     "0", "1", ...); an argument holding a layer (Residual's branch, a block's downsample) holds
     that layer's config.
     """
-    from .layers.base import Layer
     if isinstance(layer, Sequential):
         config = {"type": "Sequential", "layers": [layer_config(sub) for sub in layer.layers]}
         if layer.names != [str(i) for i in range(len(layer))]:
@@ -84,7 +83,7 @@ def build(config):
         layers = [build(sub) for sub in config["layers"]]
         names = config.get("names")
         return Sequential(list(zip(names, layers)) if names else layers)
-    cls = getattr(L, config["type"], None)
+    cls = Layer.registry.get(config["type"])
     if cls is None:
         raise ValueError(f"checkpoint names an unknown layer type {config['type']!r}")
     args = {k: _arg(v) for k, v in config["args"].items()}
@@ -145,21 +144,18 @@ def restore_generator_states(model, states):
 # ----------------------------------------------------------------------------------------
 # save / load
 # ----------------------------------------------------------------------------------------
-def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _spec_dict(spec):
+    """A zoo Spec as a plain dict for the JSON meta (None when the model has none)."""
+    if spec is None:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
+
+
+def _spec(stored):
+    """The Spec back from the meta: a dict (this format), or a zoo name (files written before)."""
+    if isinstance(stored, dict):
+        return zoo.Spec(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    return zoo.spec(stored)  # files written before the spec was stored whole name a zoo model
 
 
 def save(path, model, optimizer=None, progress=None):
@@ -172,7 +168,7 @@ def save(path, model, optimizer=None, progress=None):
     meta = {"format": FORMAT, "architecture": layer_config(model),
             "generators": generator_states(model), "frozen": frozen_state(model),
             "progress": progress or {},
-            "spec": getattr(getattr(model, "spec", None), "name", None)}
+            "spec": _spec_dict(getattr(model, "spec", None))}
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -237,8 +233,7 @@ def load(path, model=None, optimizer=None):
         model = build(meta["architecture"])
         restore_frozen_state(model, meta.get("frozen", {}))
         if meta.get("spec"):
-            from . import zoo
-            model.spec = zoo.spec(meta["spec"])
+            model.spec = _spec(meta["spec"])
     load_weights(model, params, source=str(path))
     load_buffers(model, buffers, source=str(path))
     restore_generator_states(model, meta.get("generators", {}))

@@ -9,7 +9,7 @@ pool on the way, redone for other sizes).
 import math
 import re
 
-from .rows import Failure, channels, spatial
+from .records import Failure, channels, spatial
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISE = ("Exception encountered when calling", "Arguments received by", "•")

@@ -26,7 +26,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ..shapes import resolve_padding, window_formula
+from ..core.shapes import resolve_padding, window_formula
+from . import render
+from .render import LAYOUTS
 
 
 def to_pair(value):
@@ -173,9 +175,6 @@ class Failure:
                 "expected": self.expected, "received": self.received, "fix": list(self.fix)}
 
 
-LAYOUTS = {"NCHW": "[N, C, H, W]", "NHWC": "[N, H, W, C]"}
-
-
 @dataclass
 class Trace:
     """The rows of one forward pass and its totals. Iterating yields the rows.
@@ -251,7 +250,6 @@ class Trace:
 
     def render(self, format="text", explain=False):
         """The table as text (fits 100 columns), markdown or JSON."""
-        from . import render
         return render.render(self, format, explain)
 
     def __str__(self):

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import checkpoint as ckpt
-from . import data, zoo
+from .. import data, zoo
+from ..core.files import atomic_write
+from ..train import checkpoint as ckpt
 
 #: (training, test) sub-folder names an image folder may use, in the order they are looked for
 SPLIT_NAMES = (("training", "testing"), ("train", "test"), ("train", "val"))
@@ -149,7 +150,7 @@ def load_folder(root, image_size, color_mode="rgb", limit=0, test_limit=None, se
     ``limit`` / ``test_limit``: at most that many training / test images (0: all), a seeded
     random subset. ``test_limit=None`` uses ``limit``.
     """
-    from .data.folder import ImageFolder
+    from ..data.folder import ImageFolder
     train_dir, test_dir = find_splits(root)
     train = ImageFolder(train_dir, image_size, color_mode=color_mode)
     test = ImageFolder(test_dir, image_size, color_mode=color_mode)
@@ -344,7 +345,7 @@ def run(source="fashion-mnist", target="fashion-mnist", source_classes=(0, 1, 2,
     }
     if out:
         text = json.dumps(metrics, indent=2)
-        ckpt.atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text.encode()))
+        atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text.encode()))
     return metrics
 
 

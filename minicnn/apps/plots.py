@@ -3,7 +3,7 @@ import io
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from ..core.files import atomic_write
 
 
 def _figure():
