@@ -1,4 +1,5 @@
 # Two commands for a fresh machine:  make demo  (train LeNet-5 on Fashion-MNIST)  and  make test.
+# make notebooks  writes the lessons as Jupyter notebooks into notebooks/.
 # Each creates its own virtual environment in .venv and installs what it needs.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PIP    := $(PY) -m pip
 export MINICNN_DATA ?= $(abspath ../shared/datasets)
 FASHION_DEBIAN := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test data bench clean
+.PHONY: demo test data bench clean notebooks
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +32,11 @@ test: $(VENV)/.installed data
 	# one BLAS thread per pytest worker: two workers already fill the two cores
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINICNN_REQUIRE_FRAMEWORKS=1 MINICNN_REQUIRE_DATA=1 \
 		$(PY) -m pytest -n 2 -q
+
+# The lessons as Jupyter notebooks in notebooks/ (generated, not tracked: edit the .md pages).
+# jupytext and ipykernel come with the test extra that .installed installs.
+notebooks: $(VENV)/.installed
+	$(PY) tools/notebooks.py --out notebooks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
