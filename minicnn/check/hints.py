@@ -4,8 +4,9 @@
 * a shape that a known mistake produces (the kind lists them in ``ctx["shapes"]``: an output
   size off by one, the padding applied on one side only) or the transposed shape;
 * what a known mistake computes (``ctx["alternatives"]``: every tied entry getting the max-pool
-  gradient, Adam without its bias correction, batch statistics treated as constants);
-* the transpose, or a kernel turned by 180°;
+  gradient, Adam without its bias correction, batch statistics treated as constants, the
+  kernel turned by 180°);
+* the transpose;
 * differences only where windows overlap (``ctx["reads"]``: how many window taps read each
   input entry): ``=`` instead of ``+=`` in the backward pass;
 * a dx that is zero past the rows a stride-1 layer would reach: the stride ignored in dx;
@@ -38,12 +39,8 @@ def hint_for(quantity, mine, theirs, bad, tol, ctx):
             return text
     if mine.ndim == 2 and mine.shape[0] == mine.shape[1] and _close(mine, theirs.T, tol):
         return f"{quantity} is the transpose of the right one"
-    if mine.ndim == 4:
-        if _close(mine, theirs[:, :, ::-1, ::-1], tol) and not _close(theirs, theirs[:, :, ::-1, ::-1], tol):
-            return ("the kernel is turned by 180°: that is the textbook convolution; "
-                    "deep-learning layers compute a cross-correlation, y = Σ x[i·S + p] · w[p]")
-        if mine.shape[0] == mine.shape[1] and _close(mine, theirs.transpose(1, 0, 2, 3), tol):
-            return f"{quantity} has its first two axes swapped (O, C) -> (C, O)"
+    if mine.ndim == 4 and mine.shape[0] == mine.shape[1] and _close(mine, theirs.transpose(1, 0, 2, 3), tol):
+        return f"{quantity} has its first two axes swapped (O, C) -> (C, O)"
     reads = ctx.get("reads", {}).get(quantity)
     if reads is not None and np.any(reads > 1) and np.all(reads[bad] > 1):
         return ("the differences sit only where windows overlap (or channels share an input): "
@@ -61,7 +58,8 @@ def hint_for(quantity, mine, theirs, bad, tol, ctx):
         for value, text in ctx.get("factors", {}).get(quantity, []):
             if abs(ratio / value - 1) < 1e-3:
                 return text
-        return f"{quantity} is {ratio:.4g} times the right one everywhere: a constant factor is wrong"
+        if np.count_nonzero(theirs) > 1:  # one entry is always "a constant factor" off
+            return f"{quantity} is {ratio:.4g} times the right one everywhere: a constant factor is wrong"
     return None
 
 

@@ -332,6 +332,13 @@ class Conv2DKind(LayerKind):
                           "averaged over positions: it is the SUM of dy over (N, H_out, W_out)")],
             "dx": [(1 / n, batch)],
         }
+        flipped = self.build(cfg, cfg["seed"])
+        flipped.weight.data = np.ascontiguousarray(flipped.weight.data[:, :, ::-1, ::-1])
+        if not np.array_equal(flipped.weight.data, self.build(cfg, cfg["seed"]).weight.data):
+            ctx["alternatives"] = {"output": [(
+                "the kernel is turned by 180°: that is the textbook convolution; deep-learning "
+                "layers compute a cross-correlation, y[i] = Σ_p x[i·S + p·D] · w[p]",
+                flipped.forward(x))]}
         return ctx
 
 
@@ -658,7 +665,8 @@ class CrossEntropyKind:
         tol_loss = 8 * (c + n + 2) * u * (zr + math.log(c) + 1) * (n if w == 1.0 else 1)
         mine = call(cls, None, cfg, reduction=cfg["reduction"])
         loss = call(mine, "forward", cfg, z.copy(), t.copy())
-        ctx = {"alternatives": {"dz": [
+        ctx = {"nonfinite": "large logits overflow exp(): subtract each row's maximum first",
+               "alternatives": {"dz": [
             ("dz is the softmax alone: subtract 1 at each row's target class, "
              "dz = (softmax(z) − onehot(y))·w", (dz_ref * (1 / w) + np.eye(c)[t]) * w)]},
             "factors": {
