@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import minicnn.layers as L
+from minicnn.check.compare import central_differences
 from minicnn.check.twins import (TORCH_MODULE_BUILDERS, Twin, Unsupported,  # noqa: F401
                                  copy_to_torch, framework_loss_results, framework_results,
                                  have_keras, have_torch, keras, keras_loss_twin, keras_twin, make_twin,
@@ -158,17 +159,8 @@ def check_numeric_gradients(objective, analytic, rng, *, eps=1e-6, rtol=1e-6, at
     ``objective()`` (a float), perturbing up to ``max_entries`` random entries of each array in place.
     """
     for name, array, grad in analytic:
-        flat = array.reshape(-1)
-        picks = rng.choice(flat.size, size=min(max_entries, flat.size), replace=False)
-        numeric = np.empty(len(picks))
-        for j, i in enumerate(picks):
-            old = flat[i]
-            flat[i] = old + eps
-            up = objective()
-            flat[i] = old - eps
-            down = objective()
-            flat[i] = old
-            numeric[j] = (up - down) / (2 * eps)
+        picks = rng.choice(array.size, size=min(max_entries, array.size), replace=False)
+        numeric = central_differences(objective, array, picks, eps)
         assert_close(f"gradient of {name} vs finite differences", grad.reshape(-1)[picks], numeric,
                      rtol=rtol, atol=atol, config=config)
 
@@ -190,15 +182,6 @@ def check_finite_differences_loss(loss, z, target, *, eps=1e-6, rtol=1e-6, atol=
     """Central differences of the loss against its backward (float64), every entry of z."""
     loss.forward(z, target)
     grad = loss.backward()
-    numeric = np.empty(z.size)
-    flat = z.reshape(-1)
-    for i in range(z.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = loss.forward(z, target)
-        flat[i] = old - eps
-        down = loss.forward(z, target)
-        flat[i] = old
-        numeric[i] = (up - down) / (2 * eps)
+    numeric = central_differences(lambda: loss.forward(z, target), z, np.arange(z.size), eps)
     assert_close("loss gradient vs finite differences", grad.reshape(-1), numeric, rtol=rtol,
                  atol=atol, config=repr(loss))

@@ -3,7 +3,7 @@
 Lesson: lessons/02-pooling.md (2.1 max, average and sum; 2.3 sum pooling).
 
 Write ``AvgPool2D.backward`` and ``SumPool2D.backward``; the forward passes are given (they
-keep the padding and the input's shape).
+keep the padding, the input's shape and each window's count).
 
     forward (sum):      y[n, c, i, j] = Σ_{p < kh, q < kw} x_pad[n, c, i·S_h + p, j·S_w + q]
     forward (average):  y[n, c, i, j] = (that sum) / count[i, j]
@@ -23,26 +23,25 @@ import numpy as np
 import minicnn
 
 
-def _keep(layer, x):
-    """What both backward passes need: pads, shapes, and each window's count of real entries."""
-    x = np.asarray(x)
-    layer._x_shape = x.shape
-    layer._pads = layer.padding_for(x.shape[2], x.shape[3])
-    (top, bottom), (left, right) = layer._pads
-    ones = np.pad(np.ones(x.shape[2:]), ((top, bottom), (left, right)))
-    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
-    h_out = (x.shape[2] + top + bottom - kh) // sh + 1
-    w_out = (x.shape[3] + left + right - kw) // sw + 1
-    layer._counts = np.array([[ones[i * sh:i * sh + kh, j * sw:j * sw + kw].sum()
-                               for j in range(w_out)] for i in range(h_out)])
-
-
-class AvgPool2D(minicnn.AvgPool2D):
+class _Kept:
+    """Given: the forward pass of minicnn's pooling, keeping what both backward passes need:
+    self._pads, self._x_shape and self._counts (each window's count of real entries)."""
 
     def forward(self, x):
-        """Given: minicnn's average pooling; keeps self._pads, self._x_shape, self._counts."""
-        _keep(self, x)
+        x = np.asarray(x)
+        self._x_shape = x.shape
+        self._pads = self.padding_for(x.shape[2], x.shape[3])
+        (top, bottom), (left, right) = self._pads
+        ones = np.pad(np.ones(x.shape[2:]), ((top, bottom), (left, right)))
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        h_out = (x.shape[2] + top + bottom - kh) // sh + 1
+        w_out = (x.shape[3] + left + right - kw) // sw + 1
+        self._counts = np.array([[ones[i * sh:i * sh + kh, j * sw:j * sw + kw].sum()
+                                  for j in range(w_out)] for i in range(h_out)])
         return super().forward(x)
+
+
+class AvgPool2D(_Kept, minicnn.AvgPool2D):
 
     def backward(self, dy):
         """dy (N, C, H_out, W_out) -> dx (N, C, H, W)."""
@@ -52,12 +51,7 @@ class AvgPool2D(minicnn.AvgPool2D):
         raise NotImplementedError("write AvgPool2D.backward: each window shares dy / count")
 
 
-class SumPool2D(minicnn.SumPool2D):
-
-    def forward(self, x):
-        """Given: minicnn's sum pooling; keeps self._pads and self._x_shape."""
-        _keep(self, x)
-        return super().forward(x)
+class SumPool2D(_Kept, minicnn.SumPool2D):
 
     def backward(self, dy):
         """dy (N, C, H_out, W_out) -> dx (N, C, H, W)."""

@@ -33,6 +33,22 @@ def table(mine, theirs, where):
     return lines
 
 
+def central_differences(objective, array, picks, eps=1e-6):
+    """(f(a + ε) − f(a − ε)) / 2ε for each flat index in ``picks`` of ``array``, which is
+    perturbed in place and restored; ``objective()`` -> float reads it. Returns (len(picks),)."""
+    flat = array.reshape(-1)
+    numeric = np.empty(len(picks))
+    for j, i in enumerate(picks):
+        old = flat[i]
+        flat[i] = old + eps
+        up = objective()
+        flat[i] = old - eps
+        down = objective()
+        flat[i] = old
+        numeric[j] = (up - down) / (2 * eps)
+    return numeric
+
+
 def check_quantity(quantity, mine, theirs, tol, *, against, cfg, ctx=None, dtype=None):
     """Raise ``Mismatch`` unless ``mine`` has ``theirs``' shape (and ``dtype``, when given), is
     finite, and is within ``tol`` of it everywhere. ``ctx``: what the hints may use."""

@@ -28,7 +28,7 @@ from ..core.parameter import Parameter
 from ..core.shapes import resolve_padding, window_output_size
 from ..kernels import conv_fast
 from . import twins
-from .compare import UNIT_ROUNDOFF, check_quantity
+from .compare import UNIT_ROUNDOFF, central_differences, check_quantity
 from .outcome import Mismatch, call
 
 FRAMEWORKS = ("torch", "keras")
@@ -211,21 +211,12 @@ class LayerKind:
 
         arrays = [("dx", xw, dx)] + [(q, dict(named_params(mine))[q[:-5]].data, g)
                                      for q, g in grads.items()]
-        eps = 1e-6
         for q, array, grad in arrays:
-            flat = array.reshape(-1)
-            picks = rng.choice(flat.size, size=min(NUMERIC_ENTRIES, flat.size), replace=False)
+            picks = rng.choice(array.size, size=min(NUMERIC_ENTRIES, array.size), replace=False)
             numeric = np.zeros(array.shape)
             mask = np.zeros(array.shape, bool)
-            for i in picks:
-                old = flat[i]
-                flat[i] = old + eps
-                up = objective()
-                flat[i] = old - eps
-                down = objective()
-                flat[i] = old
-                numeric.reshape(-1)[i] = (up - down) / (2 * eps)
-                mask.reshape(-1)[i] = True
+            numeric.reshape(-1)[picks] = central_differences(objective, array, picks)
+            mask.reshape(-1)[picks] = True
             limit = 1e-9 + 1e-6 * np.max(np.abs(numeric))
             shown = np.where(mask, np.asarray(grad, np.float64), 0.0)
             check_quantity(q, shown, numeric, limit, against="numeric (central differences of "
@@ -692,16 +683,10 @@ class CrossEntropyKind:
             check_quantity("dz", dz, np.asarray(dz_f), tol_dz, against=fw, cfg=cfg, ctx=ctx)
         if "numeric" in against and dtype == np.float64 and self.numeric_ok(cfg):
             used.add("numeric")
-            eps, numeric = 1e-6, np.zeros_like(z, dtype=np.float64)
             zw = z.copy()
-            for i in np.ndindex(z.shape):
-                old = zw[i]
-                zw[i] = old + eps
-                up = float(call(mine, "forward", cfg, zw.copy(), t.copy()))
-                zw[i] = old - eps
-                down = float(call(mine, "forward", cfg, zw.copy(), t.copy()))
-                zw[i] = old
-                numeric[i] = (up - down) / (2 * eps)
+            numeric = central_differences(
+                lambda: float(call(mine, "forward", cfg, zw.copy(), t.copy())), zw,
+                np.arange(z.size)).reshape(z.shape)
             # see LayerKind.numeric for the allowance
             check_quantity("dz", dz, numeric, 1e-9 + 1e-6 * np.abs(numeric).max(),
                            against="numeric (central differences of your forward)", cfg=cfg)

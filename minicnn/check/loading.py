@@ -4,6 +4,8 @@ import os
 import re
 import sys
 
+from ..layers.base import Layer
+
 
 class UsageError(Exception):
     """A bad command line: the file or the class is not there."""
@@ -11,7 +13,8 @@ class UsageError(Exception):
 
 def load_target(target):
     """The class named by ``target`` = "path/to/file.py:ClassName" (the file's directory is on
-    sys.path while it loads, so it may import its neighbours)."""
+    sys.path while it loads, so it may import its neighbours). A learner's ``class Conv2D``
+    does not replace minicnn's in ``Layer.registry`` (which checkpoints build layers from)."""
     path, sep, name = target.rpartition(":")
     if not sep or not path or not name:
         raise UsageError(f"expected FILE.py:CLASS, got {target!r}")
@@ -25,6 +28,7 @@ def load_target(target):
     folder = os.path.dirname(os.path.abspath(path))
     sys.path.insert(0, folder)
     sys.modules[module_name] = module
+    registry = dict(Layer.registry)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as err:
@@ -33,6 +37,8 @@ def load_target(target):
         raise UsageError(f"{path} raised {type(err).__name__} while loading: {err}") from None
     finally:
         sys.path.remove(folder)
+        Layer.registry.clear()
+        Layer.registry.update(registry)
     cls = getattr(module, name, None)
     if not isinstance(cls, type):
         classes = sorted(k for k, v in vars(module).items()

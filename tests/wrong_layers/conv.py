@@ -1,7 +1,7 @@
 """Wrong solutions of exercises 1 (Conv2D forward) and 2 (Conv2D backward)."""
 import numpy as np
 
-import minicnn
+from exercise_stubs import stub
 
 
 def convolve(x_pad, w, b, stride, dilation, h_out, w_out, flip=False):
@@ -20,12 +20,8 @@ def convolve(x_pad, w, b, stride, dilation, h_out, w_out, flip=False):
     return y
 
 
-class _ForwardExercise(minicnn.Conv2D):
-    """Exercise 1's given backward."""
-
-    def backward(self, dy):
-        super().forward(self._x)
-        return super().backward(dy)
+class _ForwardExercise(stub("01_conv_forward", "Conv2D")):
+    """Exercise 1, whose backward is given."""
 
     def _padded(self, x):
         x = np.asarray(x, dtype=self.dtype)
@@ -72,16 +68,8 @@ class Conv2DFlippedKernel(_ForwardExercise):
                         w_out, flip=True)
 
 
-class _BackwardExercise(minicnn.Conv2D):
-    """Exercise 2's given forward, and the loops of its backward with a mistake switch."""
-
-    def forward(self, x):
-        x = np.asarray(x, dtype=self.dtype)
-        self._pads = self.padding_for(x.shape[2], x.shape[3])
-        (top, bottom), (left, right) = self._pads
-        self._x_pad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-        self._x_shape = x.shape
-        return super().forward(x)
+class _BackwardExercise(stub("02_conv_backward", "Conv2D")):
+    """Exercise 2 (its forward keeps x_pad), and the loops of its backward with mistake switches."""
 
     def loops(self, dy, assign=False, ignore_stride=False, db_mean=False, dw_mean=False):
         dy = np.asarray(dy, dtype=self.dtype)

@@ -1,10 +1,10 @@
 """Wrong solutions of exercises 3 (MaxPool2D) and 4 (AvgPool2D, SumPool2D backward)."""
 import numpy as np
 
-import minicnn
+from exercise_stubs import stub
 
 
-class _MaxPoolLoops(minicnn.MaxPool2D):
+class _MaxPoolLoops(stub("03_maxpool", "MaxPool2D")):
     """Max pooling in loops, with mistake switches."""
 
     def forward(self, x, plus_one=1):
@@ -64,19 +64,6 @@ class MaxPool2DOffByOne(_MaxPoolLoops):
         return super().forward(x, plus_one=0)
 
 
-def _keep(layer, x):
-    x = np.asarray(x)
-    layer._x_shape = x.shape
-    layer._pads = layer.padding_for(x.shape[2], x.shape[3])
-    (top, bottom), (left, right) = layer._pads
-    ones = np.pad(np.ones(x.shape[2:]), ((top, bottom), (left, right)))
-    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
-    h_out = (x.shape[2] + top + bottom - kh) // sh + 1
-    w_out = (x.shape[3] + left + right - kw) // sw + 1
-    layer._counts = np.array([[ones[i * sh:i * sh + kh, j * sw:j * sw + kw].sum()
-                               for j in range(w_out)] for i in range(h_out)])
-
-
 def _spread(layer, dy, share, assign=False):
     """dx: each window's entries get ``share`` (N, C, H_out, W_out), added (or assigned)."""
     N, C, H, W = layer._x_shape
@@ -92,24 +79,16 @@ def _spread(layer, dy, share, assign=False):
     return dx_pad[:, :, top:top + H, left:left + W]
 
 
-class AvgPool2DNotDivided(minicnn.AvgPool2D):
+class AvgPool2DNotDivided(stub("04_avg_sum_pool", "AvgPool2D")):
     """Average pooling's backward without the division by the window's count."""
-
-    def forward(self, x):
-        _keep(self, x)
-        return super().forward(x)
 
     def backward(self, dy):
         dy = np.asarray(dy)
         return _spread(self, dy, dy)
 
 
-class AvgPool2DAssignNotAdd(minicnn.AvgPool2D):
+class AvgPool2DAssignNotAdd(stub("04_avg_sum_pool", "AvgPool2D")):
     """dx_pad[window] = share instead of +=."""
-
-    def forward(self, x):
-        _keep(self, x)
-        return super().forward(x)
 
     def backward(self, dy):
         dy = np.asarray(dy)
@@ -117,24 +96,16 @@ class AvgPool2DAssignNotAdd(minicnn.AvgPool2D):
         return _spread(self, dy, (dy / count).astype(dy.dtype), assign=True)
 
 
-class SumPool2DDivided(minicnn.SumPool2D):
+class SumPool2DDivided(stub("04_avg_sum_pool", "SumPool2D")):
     """Sum pooling's backward divides by kh·kw, as average pooling does."""
-
-    def forward(self, x):
-        _keep(self, x)
-        return super().forward(x)
 
     def backward(self, dy):
         dy = np.asarray(dy)
         return _spread(self, dy, (dy / np.prod(self.kernel_size)).astype(dy.dtype))
 
 
-class SumPool2DAssignNotAdd(minicnn.SumPool2D):
+class SumPool2DAssignNotAdd(stub("04_avg_sum_pool", "SumPool2D")):
     """dx_pad[window] = dy instead of +=."""
-
-    def forward(self, x):
-        _keep(self, x)
-        return super().forward(x)
 
     def backward(self, dy):
         dy = np.asarray(dy)
