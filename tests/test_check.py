@@ -156,6 +156,55 @@ def test_filled_in_exercises_pass(tmp_path, exercise, name):
     assert result.passed, str(result)
 
 
+# written as a learner would, in loops (the wrong layers' code without their mistake): other
+# summation orders than minicnn's, which the tolerances must accept, float32 included
+LOOP_SOLUTIONS = {
+    "conv forward": ("Conv2D", "import conv\n\n\nclass Conv2D(conv._ForwardExercise):\n"
+                     "    def forward(self, x):\n        x, x_pad = self._padded(x)\n"
+                     "        h_out, w_out = self.output_shape(x.shape)[2:]\n"
+                     "        return conv.convolve(x_pad, self.weight.data, self._bias(), self.stride,"
+                     " self.dilation, h_out, w_out)\n"),
+    "conv backward": ("Conv2D", "import conv\n\n\nclass Conv2D(conv._BackwardExercise):\n"
+                      "    def backward(self, dy):\n        return self.loops(dy)\n"),
+    "maxpool": ("MaxPool2D", "import pool\n\n\nclass MaxPool2D(pool._MaxPoolLoops):\n    pass\n"),
+    "avgpool": ("AvgPool2D", "import pool\n\n\nclass AvgPool2D(pool.AvgPool2DNotDivided):\n"
+                "    def backward(self, dy):\n        dy = np.asarray(dy)\n"
+                "        count = np.prod(self.kernel_size) if self.count_include_pad else self._counts\n"
+                "        return pool._spread(self, dy, (dy / count).astype(dy.dtype))\n"),
+    "sumpool": ("SumPool2D", "import pool\n\n\nclass SumPool2D(pool.SumPool2DDivided):\n"
+                "    def backward(self, dy):\n        dy = np.asarray(dy)\n"
+                "        return pool._spread(self, dy, dy)\n"),
+    "dense": ("Dense", "import dense_loss_adam_bn as d\n\n\nclass Dense(d._DenseExercise):\n"
+              "    def backward(self, dy):\n        dy = np.asarray(dy, dtype=self.dtype)\n"
+              "        self.weight.grad = np.einsum('no,ni->oi', dy, self._x)\n"
+              "        if self.bias is not None:\n            self.bias.grad = dy.sum(axis=0)\n"
+              "        return np.einsum('no,oi->ni', dy, self.weight.data)\n"),
+    "cross-entropy": ("CrossEntropyLoss", "import dense_loss_adam_bn as d\n\n\n"
+                      "class CrossEntropyLoss(d._GivenForward):\n    def backward(self):\n"
+                      "        w = 1 / len(self._z) if self.reduction == 'mean' else 1\n"
+                      "        return ((self.softmax() - self.onehot()) * w).astype(self._z.dtype)\n"),
+    "im2col": ("Conv2D", "import im2col\n\n\nclass Conv2D(im2col._Im2colExercise):\n"
+               "    def im2col(self, x_pad):\n        w = self.windows(x_pad, self.stride)\n"
+               "        return w.reshape(w.shape[0] * w.shape[1] * w.shape[2], -1)\n"),
+    "adam": ("Adam", "import dense_loss_adam_bn as d\n\n\nclass Adam(d._AdamLoops):\n"
+             "    def _update(self, p, state):\n        self.step_with(p, state)\n"),
+    "batchnorm": ("BatchNorm2D", "import dense_loss_adam_bn as d\n\n\n"
+                  "class BatchNorm2D(d._BatchNormBackward):\n    def backward(self, dy):\n"
+                  "        return self.grads(dy)\n"),
+}
+
+
+@needs_hypothesis
+@pytest.mark.parametrize("solution", sorted(LOOP_SOLUTIONS))
+def test_solutions_written_in_loops_pass(tmp_path, solution):
+    name, body = LOOP_SOLUTIONS[solution]
+    path = learner_file(tmp_path, f"import sys\nsys.path.insert(0, {str(WRONG)!r})\n"
+                                  f"import numpy as np\n{body}")
+    result = check(load_target(f"{path}:{name}"),
+                   against=("torch", "numeric") if HAVE_TORCH else ("numeric",), examples=EXAMPLES)
+    assert result.passed, str(result)
+
+
 def test_every_kind_is_wrapped_and_every_exercise_filled():
     assert set(WRAPPED) == set(KINDS)
     assert {f for f, _ in STUBS} == {p.name for p in EXERCISES.glob("*.py")}
