@@ -223,7 +223,7 @@ def test_wrong_layers_fail_naming_the_quantity(filename, name, quantity, hint):
     assert text.startswith(f"FAIL {name} ({infer_kind(cls)}): {quantity} is wrong")
     assert "configuration: " in text and "Traceback" not in text
     if hint is not None:
-        assert f"hint: " in text and hint in text, text
+        assert "hint: " in text and hint in text, text
 
 
 def test_every_wrong_layer_is_listed_and_every_exercise_has_two():

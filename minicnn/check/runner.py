@@ -5,6 +5,7 @@ write; then hypothesis draws ``examples`` configurations and, on a failure, shri
 smallest configuration that still fails. The references run on minicnn's NumPy kernels
 (``kernels.using("fast")``): the same numbers as the compiled ones, without compiling.
 """
+import importlib.util
 from dataclasses import dataclass, field
 
 from .. import kernels
@@ -91,6 +92,8 @@ def check(cls, kind=None, against=None, examples=DEFAULT_EXAMPLES, seed=None):
     unknown = [a for a in against if a not in REFERENCES]
     if unknown:
         raise ValueError(f"unknown reference {unknown[0]!r}; choose from {', '.join(REFERENCES)}")
+    if importlib.util.find_spec("hypothesis") is None:
+        raise ImportError("minicnn.check needs hypothesis: pip install 'minicnn[check]'")
     spec, used = KINDS[kind], Tally()
     with kernels.using("fast"):
         smoke_failure = None
@@ -100,12 +103,14 @@ def check(cls, kind=None, against=None, examples=DEFAULT_EXAMPLES, seed=None):
             return Result(cls.__name__, kind, False, outcome)
         except Outcome as outcome:  # hypothesis looks for a smaller configuration below
             smoke_failure = outcome
-        outcome = _search(spec, cls, against, used, examples, seed) or smoke_failure
-    return Result(cls.__name__, kind, outcome is None, outcome, examples + 1, used)
+        outcome, runs = _search(spec, cls, against, used, examples, seed)
+        outcome = outcome or smoke_failure
+    return Result(cls.__name__, kind, outcome is None, outcome, runs + 1, used)
 
 
 def _search(spec, cls, against, used, examples, seed):
-    """The Outcome of the smallest failing configuration hypothesis finds, or None."""
+    """(the Outcome of the smallest failing configuration hypothesis finds, or None; how many
+    configurations ran)."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as fixed_seed
 
@@ -114,12 +119,14 @@ def _search(spec, cls, against, used, examples, seed):
               report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
     @given(spec.configs())
     def holds(cfg):
+        runs[0] += 1
         spec.run(cls, cfg, against, used)
 
+    runs = [0]
     if seed is not None:
         holds = fixed_seed(seed)(holds)
     try:
         holds()
     except Outcome as outcome:
-        return outcome
-    return None
+        return outcome, runs[0]
+    return None, runs[0]
