@@ -131,6 +131,20 @@ def test_show_takes_a_pytorch_class_from_a_file(tmp_path):
     assert "a torch model, brought into minicnn" in text and "(1, 4, 13, 13)" in text
 
 
+def test_show_draws_an_rgb_zoo_model_with_colour_filters(tmp_path):
+    from PIL import Image
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    assert main(["show", "rps_cnn", "--image", str(tmp_path / "photo.png"), "--out",
+                 str(tmp_path / "page")]) == 0
+    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    assert "filters of the first convolution (16, 3, 5, 5)" in text and "untrained" in text
+    assert "input as the model sees it (1, 3, 28, 28)" in text  # resized to the model's input
+    with Image.open(tmp_path / "page" / "filters.png") as img:
+        # 16 colour cells of 5×5, 8 to a row, 1-pixel gaps
+        assert img.mode == "RGB" and img.size == (8 * 6 - 1, 2 * 6 - 1)
+
+
 def test_user_errors_are_one_error_line_and_status_2(tmp_path, capsys):
     for args, message in [((), "give --checkpoint"),
                           (("lenet5", "--misclassified", "-1"), "--misclassified takes a count"),

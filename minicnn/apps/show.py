@@ -226,12 +226,18 @@ def filters_section(model):
     except (ValueError, TypeError):
         return "", []
     out_c, in_c, kh, kw = w.shape
-    pic = show_page.grid("filters.png", w.reshape(out_c * in_c, kh, kw)[:96], f"first convolution's "
-                         f"filters {w.shape}", cmap="RdBu_r", symmetric=True,
-                         columns=in_c if in_c > 1 else 8)
-    rows = f"one row per filter, one column per input channel; " if in_c > 1 else ""
-    return (f"<h2>filters of the first convolution {w.shape}</h2>{pic.tag()}<p>{rows}red "
-            f"positive, blue negative, white 0</p>"), [pic]
+    caption = f"first convolution's filters {w.shape}"
+    if in_c == 3:  # an RGB network: each filter a colour picture, grey is 0
+        pic = show_page.grid("filters.png", w, caption, symmetric=True, limit=64)
+        legend = "each filter as a colour picture: its weights on red, green, blue; grey is 0"
+    else:
+        maps = w.reshape(out_c * in_c, kh, kw)
+        pic = show_page.grid("filters.png", maps, caption, cmap="RdBu_r", symmetric=True,
+                             columns=in_c if in_c > 1 else 8, limit=64)
+        legend = (("one row per filter, one column per input channel; " if in_c > 1 else "")
+                  + "red positive, blue negative, white 0")
+    shown = "" if out_c * (1 if in_c == 3 else in_c) <= 64 else " (the first 64)"
+    return f"<h2>filters of the first convolution {w.shape}{shown}</h2>{pic.tag()}<p>{legend}</p>", [pic]
 
 
 def misclassified_section(args, subject):

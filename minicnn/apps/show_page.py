@@ -73,13 +73,19 @@ def _shrink(cell, side):
     return np.asarray(img)
 
 
-def grid(name, maps, caption, cmap=None, symmetric=False, columns=8):
+def grid(name, maps, caption, cmap=None, symmetric=False, columns=8, limit=CHANNELS_MAX):
     """(C, h, w) maps -> a Picture: a grid of C cells, one colour scale for all of them (so
-    that a weak channel looks weak), at most CHANNELS_MAX channels."""
+    that a weak channel looks weak), at most ``limit`` cells. (C, 3, h, w) maps are drawn as
+    colour pictures (the 3 channels as red, green, blue), as first-layer filters of RGB
+    networks are."""
     from PIL import Image
-    maps = np.asarray(maps, dtype=np.float64)[:CHANNELS_MAX]
+    maps = np.asarray(maps, dtype=np.float64)[:limit]
     lo, hi = _limits(maps, symmetric)
-    cells = [_shrink(_colour(_scaled(m, lo, hi), cmap), CELL_MAX) for m in maps]
+    if maps.ndim == 4:
+        cells = [_shrink(np.round(_scaled(m, lo, hi).transpose(1, 2, 0) * 255).astype(np.uint8),
+                         CELL_MAX) for m in maps]
+    else:
+        cells = [_shrink(_colour(_scaled(m, lo, hi), cmap), CELL_MAX) for m in maps]
     ch, cw = cells[0].shape[:2]
     cols = min(columns, len(cells))
     rows = -(-len(cells) // cols)
