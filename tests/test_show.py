@@ -145,6 +145,20 @@ def test_show_draws_an_rgb_zoo_model_with_colour_filters(tmp_path):
         assert img.mode == "RGB" and img.size == (8 * 6 - 1, 2 * 6 - 1)
 
 
+def test_a_checkpoint_saved_from_python_is_read_with_its_zoo_spec(tmp_path):
+    """No metrics.json beside it (model.fit(checkpoint_path=...), lesson 08): the spec says
+    the input shape and the dataset's classes; pixels are scaled to [0, 1]."""
+    from PIL import Image
+    mc.train.checkpoint.save(str(tmp_path / "checkpoint.npz"), mc.zoo.lenet5(rng=0))
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "grey.png")
+    assert main(["show", "--checkpoint", str(tmp_path / "checkpoint.npz"), "--image",
+                 str(tmp_path / "grey.png"), "--out", str(tmp_path / "page")]) == 0
+    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    assert "no metrics.json beside the checkpoint" in text
+    names = re.findall(r"<tr><td>([^<]+)</td><td class=\"bar\">", text)
+    assert len(names) == 5 and set(names) <= set(mc.data.CLASSES["fashion-mnist"]), names
+
+
 def test_user_errors_are_one_error_line_and_status_2(tmp_path, capsys):
     for args, message in [((), "give --checkpoint"),
                           (("lenet5", "--misclassified", "-1"), "--misclassified takes a count"),

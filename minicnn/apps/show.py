@@ -92,10 +92,21 @@ def load_subject(args):
         if not os.path.isfile(args.checkpoint):
             raise ShowError(f"--checkpoint {args.checkpoint}: no such file")
         model, _ = ckpt.load(args.checkpoint)
-        config = runs.run_config(args.checkpoint)
-        pre = config["preprocessing"]
         title = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint))),
                              os.path.basename(args.checkpoint))  # the run's folder, not the whole path
+        if not os.path.exists(os.path.join(os.path.dirname(args.checkpoint), "metrics.json")):
+            # a checkpoint saved from Python (model.fit(checkpoint_path=...)): the zoo's spec
+            spec = getattr(model, "spec", None)
+            if spec is None and not args.input_shape:
+                raise ShowError(f"{args.checkpoint} has no metrics.json beside it and no zoo spec: "
+                                f"give --input-shape C,H,W")
+            shape = _shape(args.input_shape) if args.input_shape else tuple(spec.input_shape)
+            dataset = getattr(spec, "dataset", "") if getattr(spec, "dataset", "") in data.DATASETS else ""
+            return Subject(model, title, shape, {"mean": None, "std": None},
+                           list(data.CLASSES[dataset]) if dataset else [], _loss_of(model), dataset,
+                           "no metrics.json beside the checkpoint: pixels scaled to [0, 1]")
+        config = runs.run_config(args.checkpoint)
+        pre = config["preprocessing"]
         return Subject(model, title, runs.input_shape(config, model), pre,
                        list(config["classes"]), config.get("loss") or _loss_of(model),
                        pre.get("dataset") if pre.get("dataset") in data.DATASETS else "")
