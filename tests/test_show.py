@@ -112,7 +112,7 @@ def test_misclassified_gallery_lists_images_the_model_gets_wrong(trained, tmp_pa
 
 
 @requires_torch
-def test_show_takes_a_pytorch_class_from_a_file(tmp_path):
+def test_show_takes_a_pytorch_class_from_a_file(tmp_path, capsys):
     (tmp_path / "net.py").write_text(
         "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n\n"
         "class Net(nn.Module):\n"
@@ -129,6 +129,13 @@ def test_show_takes_a_pytorch_class_from_a_file(tmp_path):
                  str(tmp_path / "x.png"), "--out", str(tmp_path / "page")]) == 0
     text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
     assert "a torch model, brought into minicnn" in text and "(1, 4, 13, 13)" in text
+    # an op minicnn lacks: one error line naming it and its line of forward
+    source = (tmp_path / "net.py").read_text().replace("F.relu(", "F.gelu(")
+    (tmp_path / "gelu.py").write_text(source)
+    assert main(["show", f"{tmp_path / 'gelu.py'}:Net", "--input-shape", "1,28,28", "--image",
+                 str(tmp_path / "x.png"), "--out", str(tmp_path / "page2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: from_torch: minicnn has no layer for 'gelu' at line 12 of forward()")
 
 
 def test_show_draws_an_rgb_zoo_model_with_colour_filters(tmp_path):

@@ -125,15 +125,18 @@ def load_subject(args):
         raise ShowError(str(err)) from None
     framework = framework_of(obj)
     shape = _shape(args.input_shape) if args.input_shape else None
-    if framework == "torch":
-        model = interop.from_torch(obj).eval()
-    elif framework == "keras":
-        model = interop.from_keras(obj).eval()
-        if shape is None and obj.inputs:
-            h, w, c = obj.inputs[0].shape[1:]
-            shape = (c, h, w)
-    else:
-        model = obj
+    try:  # a forward minicnn cannot read is the user's to change: its op and line, no traceback
+        if framework == "torch":
+            model = interop.from_torch(obj).eval()
+        elif framework == "keras":
+            model = interop.from_keras(obj).eval()
+            if shape is None and obj.inputs:
+                h, w, c = obj.inputs[0].shape[1:]
+                shape = (c, h, w)
+        else:
+            model = obj
+    except (TypeError, ShapeError) as err:
+        raise ShowError(str(err)) from None
     spec = getattr(model, "spec", None)
     shape = shape or (tuple(spec.input_shape) if spec is not None else None)
     if shape is None:
