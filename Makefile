@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 export MINICNN_DATA ?= $(abspath ../shared/datasets)
 FASHION_DEBIAN := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test data bench clean notebooks
+.PHONY: demo test data browser bench clean notebooks
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,11 +24,18 @@ data:
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# Debian's chromium for the browser test of `python -m minicnn show` (Playwright drives it; it
+# never downloads a browser of its own). Without root or apt the test skips, and fails in CI.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium; \
+	fi
+
 demo: $(VENV)/.installed data
 	$(PY) -m minicnn train --model lenet5 --dataset fashion-mnist --epochs 1 \
 		--batch-size 64 --optimizer adam --lr 1e-3 --seed 0 --out runs/demo
 
-test: $(VENV)/.installed data
+test: $(VENV)/.installed data browser
 	# one BLAS thread per pytest worker: two workers already fill the two cores
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINICNN_REQUIRE_FRAMEWORKS=1 MINICNN_REQUIRE_DATA=1 \
 		$(PY) -m pytest -n 2 -q

@@ -1,4 +1,4 @@
-"""``python -m minicnn train | evaluate | predict | transfer``: see minicnn.apps.cli."""
+"""``python -m minicnn train | evaluate | predict | transfer | show``: see minicnn.apps.cli."""
 import sys
 
 from .apps.cli import main

@@ -281,11 +281,6 @@ def test_what_a_framework_cannot_express_is_refused_by_name():
         interop.to_torch(strided)
 
 
-def test_a_class_with_its_own_forward_needs_the_minicnn_model():
-    with pytest.raises(TypeError, match=r"LeNet5 .*model=minicnn.zoo.get"):
-        interop.from_torch(reference_torch("lenet5"))
-
-
 # ----------------------------------------------------------------------------------------
 # a network of another shape
 # ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Command line: ``python -m minicnn train | evaluate | predict``.
+"""Command line: ``python -m minicnn train | evaluate | predict | transfer | show``.
 
     python -m minicnn train --model lenet5 --dataset fashion-mnist --epochs 10 --batch-size 64 \\
         --optimizer adam --lr 1e-3 --seed 0 --out runs/lenet5
@@ -6,6 +6,7 @@
     python -m minicnn predict --checkpoint runs/lenet5/checkpoint.npz shoe.png
     python -m minicnn train --model rps_cnn --dataset path/to/rock-paper-scissors --image-size 64
     python -m minicnn transfer --pretrain-epochs 2 --epochs 3 --limit 6000 --target-limit 500
+    python -m minicnn show --checkpoint runs/lenet5/checkpoint.npz --image shoe.png --out runs/show
 
 ``--dataset`` takes a dataset name (mnist, fashion-mnist) or an image folder: a directory with
 training/ and testing/ (or train/ with test/ or val/), each holding one folder per class.
@@ -23,16 +24,9 @@ from ..core.files import atomic_write
 from ..core.random import manual_seed
 from ..train import checkpoint as ckpt
 from ..train import loop as training
-from . import plots, transfer
-
-
-def prepare(images, preprocessing):
-    """uint8 (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1], then normalised if the
-    run asked for it."""
-    x = data.to_float(images)
-    if preprocessing.get("mean") is not None:
-        x = data.normalize(x, preprocessing["mean"], preprocessing["std"])
-    return x
+from . import plots, runs, show, transfer
+from .runs import prepare, probabilities
+from .runs import run_config as _run_config
 
 
 def schedule(name, lr, epochs):
@@ -139,14 +133,6 @@ def cmd_train(args):
     return 0
 
 
-def _run_config(checkpoint_path):
-    path = os.path.join(os.path.dirname(checkpoint_path), "metrics.json")
-    if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: evaluate and predict read the run's preprocessing there")
-    with open(path) as f:
-        return json.load(f)["config"]
-
-
 def load_folder_split(dataset, split, config):
     """(images, labels) of a folder's training or test split, read as the run read its own."""
     pre = config["preprocessing"]
@@ -184,34 +170,14 @@ def cmd_evaluate(args):
     return 0
 
 
-def probabilities(outputs, loss):
-    """Class probabilities from whatever the model ends with: logits, log-probabilities or probabilities."""
-    if loss == "categorical":
-        return outputs
-    if loss == "nll":
-        return np.exp(outputs)
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def cmd_predict(args):
-    from PIL import Image
     config = _run_config(args.checkpoint)
     model, _ = ckpt.load(args.checkpoint)
-    # the run's own input shape (an image folder may have been read at any size)
-    channels, height, width = config.get("input_shape") or (
-        model.spec.input_shape if hasattr(model, "spec") else (1, 28, 28))
+    shape = runs.input_shape(config, model)
     classes = config["classes"]
     for path in args.images:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(img, dtype=np.uint8)
-        if args.invert:  # Fashion-MNIST and MNIST are light objects on a black background
-            pixels = 255 - pixels
-        x = prepare(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)[None],
-                    config["preprocessing"])
-        if channels != 1:
-            x = x.reshape(1, channels, height, width)
+        # --invert: Fashion-MNIST and MNIST are light objects on a black background
+        x = runs.read_image(path, shape, config["preprocessing"], invert=args.invert)
         probs = probabilities(training.predict(model, x), config.get("loss") or model.spec.loss)[0]
         top = np.argsort(probs)[::-1][:args.top]
         print(f"{path}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in top))
@@ -303,6 +269,8 @@ def main(argv=None):
     tl.add_argument("--data-dir", default=None, help="folder with the dataset files")
     tl.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     tl.set_defaults(run=cmd_transfer)
+
+    show.add_parser(sub)
 
     args = parser.parse_args(argv)
     return args.run(args)

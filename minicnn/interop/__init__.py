@@ -2,7 +2,8 @@
 
     module = to_torch(model)                     # a torch.nn.Sequential (NCHW), same weights
     keras_model = to_keras(model)                # a keras.Sequential on keras.Input((H, W, C))
-    model = from_torch(module)                   # and back: a minicnn Sequential
+    model = from_torch(module)                   # and back: a minicnn Sequential (an
+                                                 # nn.Sequential, or a class read with torch.fx)
     model = from_keras(keras_model)
 
     to_torch(model, module=net)                  # copy into a network you already have
@@ -46,6 +47,7 @@ The package, one module per framework; imports go down only:
     __init__.py        this page: the public functions
     pytorch.py         to_torch / from_torch: copying weights, in order or by name
     pytorch_layers.py  which torch module computes what a minicnn layer does, and back
+    torch_fx.py        a class whose forward() calls F.relu, x.view, ... read with torch.fx
     keras.py           to_keras / from_keras
     keras_layers.py    which Keras layer computes what a minicnn layer does, and back
     layouts.py         the model walk, NCHW <-> NHWC, the flatten order (no framework)

@@ -29,8 +29,8 @@ from .. import layers as L
 from ..core.errors import ShapeError
 from ..core.shapes import pair, resolve_padding
 from ..layers import Sequential
-from .keras_layers import (import_keras, keras_application, keras_layers, keras_leaves,
-                           layers_from_keras, resnet_from_keras)
+from .keras_layers import (check_functional_chain, import_keras, keras_application, keras_layers,
+                           keras_leaves, layers_from_keras, resnet_from_keras)
 from .layouts import (assign, check_pairs, chw_columns, dtype_of, hwc_columns, mismatch,
                       sample_shape, walk)
 from .names import (KERAS_TRUNK, keras_name, load_state, named_layers, needs_names,
@@ -79,7 +79,9 @@ def from_keras(keras_model, model=None):
     """Keras weights (NHWC) into minicnn (NCHW).
 
     model=None: returns a new minicnn Sequential with the Keras model's layers (an activation
-    given to Conv2D/Dense becomes a layer of its own) and weights.
+    given to Conv2D/Dense becomes a layer of its own) and weights. A keras.Sequential, or a
+    model of Keras' functional API (``keras.Input`` -> layers -> ``keras.Model``) that is one
+    chain; a branch, sum or gate raises TypeError naming the layer.
     model=a minicnn model: copies the Conv2D/Dense weights into it, in order, and returns it.
     The Keras model must be built (on a keras.Input) so that its Flatten's input is known.
     Raises ShapeError naming both layers when a shape differs; nothing is copied then.
@@ -90,6 +92,7 @@ def from_keras(keras_model, model=None):
             or model is not None and needs_names(model)):
         return _from_keras_by_name(keras_model, model)
     if model is None:
+        check_functional_chain(keras_model)  # keras.Input -> layers: read in order, as a Sequential
         weights = keras_model.weights
         dtype = np.dtype(weights[0].dtype) if weights else np.dtype(np.float32)
         model = Sequential(layers_from_keras(keras_model, dtype))

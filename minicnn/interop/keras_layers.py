@@ -3,6 +3,7 @@
     keras_layers(step, dtype)            minicnn layer -> [Keras layer] (NHWC; a ZeroPadding2D
                                          first where Keras' "valid"/"same" cannot pad)
     layers_from_keras(model, dtype)      a built Keras model (or list of layers) -> [minicnn layer]
+    check_functional_chain(model)        a functional model must be one chain (keras.Input -> ...)
     resnet_from_keras(trunk, head)       keras.applications.ResNet50's layers -> a minicnn ResNet
     keras_application(model, shape, ..)  a minicnn ResNet-50/101/152 -> keras.applications' twin
 
@@ -100,6 +101,37 @@ def keras_leaves(keras_model):
         elif not isinstance(layer, keras.layers.InputLayer):
             out.append(layer)
     return out
+
+
+def check_functional_chain(keras_model):
+    """TypeError naming the first layer of a functional model (keras.Input -> layers) that
+    does not take exactly the previous layer's output: a branch, a sum, a gate, a layer used
+    twice. minicnn reads a model as one chain of layers."""
+    keras = import_keras()
+    if isinstance(keras_model, keras.Sequential):
+        return
+    if len(keras_model.inputs or ()) != 1:
+        inputs = len(getattr(keras_model, "inputs", None) or ())
+        raise TypeError(f"from_keras: {keras_model.name!r} has {inputs} inputs; minicnn's models "
+                        f"take one")
+    previous = keras_model.inputs[0]
+    for layer in keras_model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        where = f"from_keras: layer {layer.name!r} ({type(layer).__name__})"
+        nodes = [n for n in layer._inbound_nodes if n.operation is layer]
+        if len(nodes) != 1:
+            raise TypeError(f"{where} is called {len(nodes)} times; minicnn reads one chain of "
+                            f"layers, each used once")
+        inputs = list(nodes[0].input_tensors)
+        if len(inputs) != 1 or inputs[0] is not previous:
+            names = [getattr(getattr(t, "_keras_history", None), "operation", None) for t in inputs]
+            names = [getattr(op, "name", "an input") for op in names]
+            raise TypeError(f"{where} takes {names}, not just the layer before it; minicnn reads "
+                            f"a model as one chain of layers (no branches, sums or gates)")
+        previous = nodes[0].output_tensors[0]
+    if keras_model.outputs[0] is not previous:
+        raise TypeError(f"from_keras: {keras_model.name!r} does not end with its last layer")
 
 
 # ----------------------------------------------------------------------------------------

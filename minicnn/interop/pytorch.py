@@ -21,6 +21,7 @@ from ..layers import Sequential
 from .layouts import assign, check_pairs, dtype_of, fixed_pads, mismatch, sample_shape, walk
 from .names import load_state, named_layers, names_differ, needs_names, state
 from .pytorch_layers import layers_from_torch, resnet_from_torch, torch_modules, torch_tree
+from .torch_fx import sequential_from_fx
 
 
 def to_torch(model, module=None, input_shape=None):
@@ -54,8 +55,11 @@ def to_torch(model, module=None, input_shape=None):
 def from_torch(module, model=None):
     """PyTorch weights into minicnn.
 
-    model=None: ``module`` must be an ``nn.Sequential`` (its layers in order ARE the network);
-    returns a new minicnn Sequential with the same layers and weights, in the module's mode.
+    model=None: returns a new minicnn Sequential with the same layers and weights, in the
+    module's mode. An ``nn.Sequential``'s layers in order ARE the network; any other module
+    (a class whose forward() calls F.relu, F.max_pool2d, x.view(x.size(0), -1), ...) is read
+    through ``torch.fx`` (``torch_fx.sequential_from_fx``), which names the call and the line
+    of forward() that minicnn has no layer for.
     model=a minicnn model: copies the Conv2d/Linear weights of any ``nn.Module`` (e.g. a class
     whose forward() calls F.relu, which a Sequential cannot see) into it, in order, and returns
     it. Raises ShapeError naming both layers when a shape differs; nothing is copied then.
@@ -68,10 +72,8 @@ def from_torch(module, model=None):
         return _from_torch_by_name(module, model)
     if model is None:
         if not isinstance(module, torch.nn.Sequential):
-            raise TypeError(f"from_torch: {type(module).__name__} computes in its own forward(), "
-                            f"which cannot be read off its modules (F.relu, x.view, ... leave no "
-                            f"trace); build the minicnn model and pass it: from_torch(module, "
-                            f"model=minicnn.zoo.get(name))")
+            # a class whose forward() calls F.relu, x.view, ...: read through torch.fx
+            module = sequential_from_fx(module)
         params = list(module.parameters())
         dtype = params[0].detach().numpy().dtype if params else np.float32
         model = Sequential(layers_from_torch(module, dtype)).train(module.training)
