@@ -218,6 +218,33 @@ def test_keras_strategy_options_are_checked(monkeypatch, capsys):
     assert stop.value.code == 2 and "set TF_CONFIG on every worker" in capsys.readouterr().err
 
 
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(fashion_mnist, tmp_path):
+    """One process: 1 epoch, then --resume to 2, ends bit for bit where 2 straight epochs end
+    (the order of an epoch depends on (seed, epoch) only; Adam's state is in the checkpoint)."""
+    import torch
+    from reference.torch.train import main
+    options = ["--epochs", "2", "--limit", "256", "--batch-size", "32", "--device", "cpu"]
+    assert main(options + ["--out", str(tmp_path / "straight")]) == 0
+    assert main(options[:1] + ["1"] + options[2:] + ["--out", str(tmp_path / "resumed")]) == 0
+    assert main(options + ["--resume", "--out", str(tmp_path / "resumed")]) == 0
+    weights = [torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("straight", "resumed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    history = [json.loads((tmp_path / run / "metrics.json").read_text())["history"]
+               for run in ("straight", "resumed")]
+    assert history[0]["loss"] == history[1]["loss"] and history[0]["val_loss"] == history[1]["val_loss"]
+
+
+def test_resuming_another_models_run_is_refused(fashion_mnist, tmp_path, capsys):
+    from reference.torch import checkpoint
+    from reference.torch.train import CHECKPOINT, main
+    checkpoint.save(tmp_path / CHECKPOINT, {"epoch": 1, "run": {"model": "mnist_cnn", "processes": 1}})
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", "lenet5", "--resume", "--limit", "64", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert f"error: --resume: {tmp_path / CHECKPOINT} holds a mnist_cnn run; this command trains " \
+           f"--model lenet5" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------
 # one step on two processes is one step on the whole batch
 # ----------------------------------------------------------------------------------------

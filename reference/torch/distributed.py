@@ -169,8 +169,9 @@ class Watchdog:
 
     The training loop beats after every step; a process stuck in a collective whose peer is
     gone (or in a GPU wait) never returns to Python, and a timeout inside the library may not
-    fire for every kind of wait. The watchdog thread prints ``message`` with the seconds waited
-    to stderr and calls ``on_timeout`` (default: leave at once with status 1).
+    fire for every kind of wait. The watchdog thread prints ``message`` (a string, or a function
+    that returns one when it fires) with the seconds waited to stderr and calls ``on_timeout``
+    (default: leave at once with status 1).
     """
 
     def __init__(self, timeout, message, on_timeout=None):
@@ -187,7 +188,8 @@ class Watchdog:
         while not self._done.wait(min(self.timeout / 10, 5.0)):
             waited = time.monotonic() - self.last
             if waited > self.timeout:
-                print(f"error: {self.message} (nothing moved for {waited:.0f} s)", file=sys.stderr,
+                message = self.message() if callable(self.message) else self.message
+                print(f"error: {message} (nothing moved for {waited:.0f} s)", file=sys.stderr,
                       flush=True)
                 self.on_timeout()
                 return

@@ -263,9 +263,16 @@ def run(args, world, device):
         saved[0] = state["epoch"]
 
     where = f"rank {world.rank} of {world.size}"
-    guard = (distributed.Watchdog(args.timeout, f"{where}: the training loop made no progress "
-                                                f"within --timeout {args.timeout:g} s; another "
-                                                f"process is gone or stuck")
+
+    def kept():
+        if not saved[0]:
+            return "no epoch had finished, so there is no checkpoint yet"
+        return (f"the last checkpoint, {path} (epoch {saved[0]}), is intact; to continue, run the "
+                f"same command with --resume, on any number of processes")
+
+    guard = (distributed.Watchdog(args.timeout, lambda: f"{where}: the training loop made no "
+                                  f"progress within --timeout {args.timeout:g} s, another process "
+                                  f"is gone or stuck; {kept()}")
              if world.size > 1 else contextlib.nullcontext())
     try:
         with distributed.SigtermStops(), guard as watchdog:
@@ -279,10 +286,7 @@ def run(args, world, device):
             raise
         # gloo reports a lost peer as a RuntimeError from inside the backward pass
         reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
-        kept = (f"the last checkpoint, {path} (epoch {saved[0]}), is intact" if saved[0]
-                else "no epoch had finished, so there is no checkpoint yet")
-        print(f"error: {where} stopped: {reason}. {kept}; to continue, run the same command "
-              f"with --resume, on any number of processes", file=sys.stderr, flush=True)
+        print(f"error: {where} stopped: {reason}. {kept()}", file=sys.stderr, flush=True)
         os._exit(1)  # not sys.exit: leaving the group cleanly would wait for the lost process
     if world.main:
         config = common.config(args, "torch", device, data.classes, data.preprocessing)
