@@ -7,6 +7,7 @@ read the runs of all three frameworks. NumPy and minicnn only; no framework is i
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 from minicnn import data, zoo
@@ -40,6 +41,12 @@ def parser(prog, description):
                    help="use only the first N training images (and N // 6 test images)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     return p
+
+
+def usage_error(message):
+    """A user error on the command line: one ``error:`` line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def load(dataset, limit=0, root=None):

@@ -4,6 +4,7 @@
     python reference/compare.py --model lenet5 --epochs 1 --limit 6000     # a short run
     python reference/compare.py --model lenet5 --epochs 30 --device cuda   # frameworks on the GPU
     python reference/compare.py --model rps_cnn --dataset path/to/rock-paper-scissors --image-size 64
+    python reference/compare.py --model lenet5 --epochs 1 --limit 6000 --processes 2  # data parallel
 
 The minicnn zoo model is built (seeded) and its weights are copied into the idiomatic PyTorch
 and Keras versions (reference/torch/models.py, reference/keras/models.py) with
@@ -20,10 +21,18 @@ the same learning rate and each framework's own optimizer, and OUT receives:
 What is left to differ is exactly what the articles never separated: float32 rounding in
 different orders, and Keras' Adam, which adds its epsilon at another place (lesson 6).
 minicnn runs on the CPU (NumPy and Numba); --device moves PyTorch and Keras only.
+
+``--processes N`` trains PyTorch on N processes (DistributedDataParallel, started here with
+torch.multiprocessing: gloo on the CPU, NCCL with one GPU each) and Keras on N replicas
+(MirroredStrategy: N GPUs, or the CPU split into N logical devices). --batch-size stays the
+global batch, each process or replica takes batch-size / N of it, and the batches are still
+minicnn's: the table's "processes" column says how many shared each step.
 """
 import json
 import os
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +64,13 @@ def parse(argv=None):
     p = common.parser("python reference/compare.py", __doc__.split("\n")[0])
     p.set_defaults(out=None)
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--processes", type=int, default=1,
+                   help="PyTorch processes (DistributedDataParallel) and Keras replicas "
+                        "(MirroredStrategy) that share every batch; minicnn stays one process")
     args = p.parse_args(argv)
+    if args.processes < 1 or args.batch_size % args.processes:
+        common.usage_error(f"--processes {args.processes}: expected 1 or more processes that "
+                           f"divide --batch-size {args.batch_size} (the global batch)")
     args.out = args.out or f"runs/compare-{args.model}"
     return args
 
@@ -106,6 +121,58 @@ def train_minicnn(model, x_train, y_train, x_test, y_test, *, loss, epochs, batc
     return history
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now, for the processes' rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torch_rank(rank, size, port, args, start, result, options):
+    """One of ``size`` PyTorch processes (torch.multiprocessing calls it with ``rank``).
+
+    Joins the group on 127.0.0.1:``port``, loads the data as the parent did, starts from the
+    ``start`` state_dict, trains on its shares of minicnn's batches; rank 0 writes the history,
+    the step losses and the final weights to ``result`` (a reference/torch/checkpoint.py file).
+    """
+    from reference.torch import checkpoint
+    from reference.torch import distributed
+    from reference.torch import models as torch_models
+    from reference.torch import train as torch_train
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                   "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank)}
+    world, device = distributed.start(args.device)
+    try:
+        run = common.load_run(args)
+        net = torch_models.build(args.model, **run.model_kwargs)
+        net.load_state_dict(start)
+        order = DataLoader(run.x_train, run.y_train, batch_size=args.batch_size, shuffle=True,
+                           seed=args.seed).order
+        steps = []
+        history = torch_train.train(net, run.x_train, run.y_train, run.x_test, run.y_test,
+                                    device=device, order=order, batch_losses=steps, world=world,
+                                    **options)
+        if world.main:
+            checkpoint.save(result, {"history": history, "steps": steps, "model": net.state_dict()})
+    finally:
+        distributed.stop()
+
+
+def train_torch_processes(net, args, options):
+    """Train ``net`` on ``args.processes`` processes; returns (history, step losses), and leaves
+    the trained weights in ``net``."""
+    import torch.multiprocessing as mp
+    from reference.torch import checkpoint
+    with tempfile.TemporaryDirectory() as folder:
+        result = os.path.join(folder, "result.npz")
+        start = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        mp.start_processes(torch_rank, nprocs=args.processes, start_method="spawn",
+                           args=(args.processes, free_port(), args, start, result, options))
+        trained = checkpoint.load(result)
+    net.load_state_dict(trained["model"])
+    return trained["history"], trained["steps"]
+
+
 def weight_gap(model, other):
     """max |Δ| over all parameters between two minicnn models of the same architecture."""
     return max(float(np.max(np.abs(a.data.astype(np.float64) - b.data)))
@@ -115,6 +182,7 @@ def weight_gap(model, other):
 def run(args):
     """Train the three frameworks; returns the comparison dict written to comparison.json."""
     import keras
+    import tensorflow as tf
     import torch
     from reference.keras import models as keras_models
     from reference.keras import train as keras_train
@@ -122,6 +190,9 @@ def run(args):
     from reference.torch import train as torch_train
 
     common.check_model(args.model, ("torch", torch_models.MODELS), ("keras", keras_models.MODELS))
+    # before TensorFlow starts: Keras' replicas (the CPU is split into logical devices then)
+    strategy = (tf.distribute.MirroredStrategy(keras_train.replica_devices(args.processes, args.device))
+                if args.processes > 1 else None)
     spec = zoo.spec(args.model)
     # size: an image folder's number of classes and --image-size, for the models that take them
     run = common.load_run(args)
@@ -133,8 +204,7 @@ def run(args):
     model = zoo.get(args.model, rng=args.seed, **size)
     net = interop.to_torch(model, module=torch_models.build(args.model, **size))
     keras_device = keras_train.pick_device(args.device)
-    import tensorflow as tf
-    with tf.device(keras_device):
+    with strategy.scope() if strategy is not None else tf.device(keras_device):
         keras_model = interop.to_keras(model, keras_model=keras_models.build(args.model, **size))
     probe = x_test[:64]
     ours, theirs_torch, theirs_keras = outputs(model, net, keras_model, probe)
@@ -157,13 +227,20 @@ def run(args):
                                          batch_losses=steps["minicnn"], **options)
     torch_device = torch_train.pick_device(args.device)
     devices["torch"] = str(torch_device)
-    histories["torch"] = torch_train.train(net, x_train, y_train, x_test, y_test,
-                                           device=torch_device, order=order,
-                                           batch_losses=steps["torch"], **options)
+    if args.processes > 1:
+        histories["torch"], steps["torch"] = train_torch_processes(net, args, options)
+    else:
+        histories["torch"] = torch_train.train(net, x_train, y_train, x_test, y_test,
+                                               device=torch_device, order=order,
+                                               batch_losses=steps["torch"], **options)
     devices["keras"] = keras_device
+    if strategy is not None:
+        replicas = [d.split("device:")[-1] for d in strategy.extended.worker_devices]
+        devices["keras"] = f"mirrored over {', '.join(replicas)}"
     histories["keras"] = keras_train.train(keras_model, x_train, y_train, x_test, y_test,
-                                           device=keras_device, order=order,
+                                           device=keras_device, order=order, strategy=strategy,
                                            batch_losses=steps["keras"], **options)
+    processes = {"minicnn": 1, "torch": args.processes, "keras": args.processes}
 
     # -- where they ended -------------------------------------------------------------------
     net.cpu()
@@ -180,15 +257,18 @@ def run(args):
     for fw in FRAMEWORKS:
         h = histories[fw]
         rows.append({"framework": fw, "name": versions[fw], "device": devices[fw],
+                     "processes": processes[fw],
                      "test_accuracy": h["val_accuracy"][-1], "test_loss": h["val_loss"][-1],
                      "seconds_per_epoch": float(np.mean(h["seconds"])),
                      "first_epoch_seconds": h["seconds"][0], "parameters": parameters[fw],
                      "weight_gap": ended[fw], "start_gap": start.get(fw, 0.0)})
-        config = common.config(args, fw, devices[fw], classes, preprocessing) | {"compare": True}
+        config = common.config(args, fw, devices[fw], classes, preprocessing) | {
+            "compare": True, "processes": processes[fw]}
         common.write_run(os.path.join(args.out, fw), config, h,
                          f"{args.model} on {dataset} ({versions[fw]})")
     return {"model": args.model, "dataset": dataset, "epochs": args.epochs,
-            "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+            "batch_size": args.batch_size, "processes": args.processes,
+            "optimizer": args.optimizer, "lr": args.lr,
             "seed": args.seed, "train_images": len(x_train), "test_images": len(x_test),
             "loss": spec.loss, "rows": rows, "histories": histories, "step_losses": steps}
 
@@ -197,11 +277,11 @@ def table(result):
     """The comparison as markdown: a title, the table, and the notes that explain it."""
     lines = [f"# {result['model']} on {result['dataset']}: minicnn, PyTorch and Keras",
              "",
-             "| framework | device | test accuracy | test loss | time per epoch (s) | parameters "
-             "| max \\|Δ weight\\| vs minicnn |",
-             "|---|---|---|---|---|---|---|"]
+             "| framework | device | processes | test accuracy | test loss | time per epoch (s) "
+             "| parameters | max \\|Δ weight\\| vs minicnn |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['name']} | {r['device']} | {r['test_accuracy']:.4f} | "
+        lines.append(f"| {r['name']} | {r['device']} | {r['processes']} | {r['test_accuracy']:.4f} | "
                      f"{r['test_loss']:.4f} | {r['seconds_per_epoch']:.1f} | "
                      f"{r['parameters']:,} | {r['weight_gap']:.2e} |")
     rows = {r["framework"]: r for r in result["rows"]}
@@ -225,6 +305,13 @@ def table(result):
         "- The last column: how far each framework's final weights are from minicnn's; float32 "
         "rounding in a different order grows over the steps, and Keras' epsilon adds to it.",
     ]
+    if result.get("processes", 1) > 1:
+        n = result["processes"]
+        lines.append(f"- Processes: PyTorch trained on {n} processes (DistributedDataParallel) and "
+                     f"Keras on {n} replicas (MirroredStrategy), each taking "
+                     f"{result['batch_size'] // n} images of every batch of {result['batch_size']}; "
+                     f"the gradients were averaged over them before every step, so a step is the "
+                     f"step of one process on the whole batch.")
     return "\n".join(lines) + "\n"
 
 

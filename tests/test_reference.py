@@ -80,14 +80,15 @@ def test_compare_prints_and_writes_the_table_with_three_rows(comparison):
     assert written.strip() in stdout, "the printed table is the written one"
     rows = table_rows(written)
     assert [row[0].split()[0] for row in rows] == ["minicnn", "PyTorch", "Keras"]
-    accuracies = [float(row[2]) for row in rows]
+    accuracies = [float(row[3]) for row in rows]
+    assert [row[2] for row in rows] == ["1", "1", "1"]  # processes
     # Chance is 0.1. One epoch over the full 60,000 images brings LeNet-5 with Adam to about
     # 0.8 in the article's own curves; 188 steps over 12,000 images must clear 0.6 and cannot
     # reach the 0.9 that takes the full training.
     for row, accuracy in zip(rows, accuracies):
         assert 0.6 < accuracy < 0.9, f"{row[0]}: test accuracy {accuracy} after one short epoch"
     model = mc.zoo.lenet5()
-    assert {row[5] for row in rows} == {f"{sum(p.size for p in model.parameters()):,}"}
+    assert {row[6] for row in rows} == {f"{sum(p.size for p in model.parameters()):,}"}
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -11,6 +11,21 @@ TensorFlow sees one. The images go in NHWC, Keras' layout: (N, 28, 28, 1). The n
 ``reference.keras.models.build(name)``, Keras' own default initialisation (Glorot-uniform
 kernels, zero biases) unless ``train`` is given a model holding other weights
 (reference/compare.py copies minicnn's in).
+
+Many devices, with tf.distribute (``--strategy``):
+
+    python reference/keras/train.py --strategy mirrored ...        # every GPU of this machine
+    python reference/keras/train.py --strategy mirrored --replicas 2 --device cpu ...
+    TF_CONFIG='{"cluster": {"worker": ["HOST0:12345", "HOST1:12345"]}, "task": {"type": "worker",
+        "index": 0}}' python reference/keras/train.py --strategy multiworker ...   # index 1 on HOST1
+
+``mirrored`` is MirroredStrategy: one replica of the model per device, each takes
+batch-size / replicas of every batch, and the gradients are added over the replicas before
+every update (Keras divides each replica's loss by the number of replicas, so the sum is the
+mean over the whole batch). ``--batch-size`` stays the global batch. On a machine without a
+GPU, ``--replicas N`` splits the CPU into N logical devices, which is how the tests run the
+mirrored code. ``multiworker`` is MultiWorkerMirroredStrategy over the machines that TF_CONFIG
+lists; worker 0 alone writes the files.
 """
 import os
 import sys
@@ -39,6 +54,82 @@ def pick_device(choice="auto"):
         raise SystemExit("--device cuda: TensorFlow sees no GPU (tf.config.list_physical_devices"
                          "('GPU') is empty; tensorflow-cpu has none); use --device auto or cpu")
     return "/GPU:0" if gpus and choice in ("auto", "cuda") else "/CPU:0"
+
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def replica_devices(replicas=None, choice="auto"):
+    """The devices MirroredStrategy mirrors over: ``replicas`` GPUs (default: all), or, without a
+    GPU, the CPU split into ``replicas`` logical devices. Call it before TensorFlow runs anything:
+    logical devices can only be set up before the runtime starts."""
+    pick_device(choice)  # --device cuda without a GPU: the usual message
+    gpus = tf.config.list_physical_devices("GPU") if choice != "cpu" else []
+    if gpus:
+        replicas = replicas or len(gpus)
+        if replicas > len(gpus):
+            common.usage_error(f"--replicas {replicas}: TensorFlow sees {len(gpus)} GPU(s)")
+        return [f"/gpu:{i}" for i in range(replicas)]
+    replicas = replicas or 1
+    if replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+        except RuntimeError as err:  # the runtime had started: too late to split the CPU
+            raise RuntimeError(f"--replicas {replicas}: the CPU must be split into logical devices "
+                               f"before TensorFlow starts ({err})") from None
+    return [f"/cpu:{i}" for i in range(replicas)]
+
+
+class MultiWorkerMirrored(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy that accepts the two reductions Keras 3's ``fit`` asks of it.
+
+    ``fit`` reduces a whole (x, y) batch in one call, and every step's per-replica scalar logs
+    "along axis 0"; the strategy refuses both (keras-team/keras#20585, tensorflow#72388), while
+    MirroredStrategy accepts them. Here a structure is reduced part by part, and a scalar across
+    the replicas (axis None), which is what ``fit`` means.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def one(part):
+            scalar = self.experimental_local_results(part)[0].shape.rank == 0
+            return super(MultiWorkerMirrored, self).reduce(reduce_op, part, None if scalar else axis)
+        return tf.nest.map_structure(one, value)
+
+
+def make_strategy(name, replicas=None, choice="auto"):
+    """(tf.distribute strategy or None, device name for the run's records) for --strategy.
+
+    default: None, one device (``pick_device``). mirrored: MirroredStrategy over
+    ``replica_devices``. multiworker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.
+    """
+    if name == "default":
+        if replicas not in (None, 1):
+            common.usage_error(f"--replicas {replicas}: replicas need --strategy mirrored")
+        return None, pick_device(choice)
+    if name == "mirrored":
+        devices = replica_devices(replicas, choice)
+        return tf.distribute.MirroredStrategy(devices), f"mirrored over {', '.join(devices)}"
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            common.usage_error("--strategy multiworker: set TF_CONFIG on every worker (the cluster's "
+                               "worker addresses and this worker's index; see reference/README.md)")
+        if replicas is not None:
+            common.usage_error("--replicas: multiworker takes every GPU of each worker (or its CPU)")
+        pick_device(choice)
+        strategy = MultiWorkerMirrored()
+        return strategy, f"multiworker, {strategy.num_replicas_in_sync} replica(s)"
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def is_chief(strategy):
+    """True for the process that writes the files: worker 0 (or the only process)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def loss_for(loss):
@@ -108,7 +199,7 @@ class BatchLosses(keras.callbacks.Callback):
 
 def train(model, x_train, y_train, x_test, y_test, *, loss, epochs=1, batch_size=64,
           optimizer="adam", lr=1e-3, seed=0, device="auto", order=None, batch_losses=None,
-          verbose=True):
+          verbose=True, strategy=None):
     """Train the Keras ``model`` on NCHW float32 arrays (turned NHWC here); returns the history.
 
     history: {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}, one value per epoch,
@@ -116,13 +207,15 @@ def train(model, x_train, y_train, x_test, y_test, *, loss, epochs=1, batch_size
     first epoch also pays for tracing the graph of the training step.
     order: None to let tf.data shuffle (seeded), or ``order(epoch)`` -> indices.
     batch_losses: a list that receives every step's loss (a float), for learning curves.
+    strategy: a tf.distribute strategy whose scope built ``model`` (``make_strategy``), or None
+    for one device; ``batch_size`` is then the global batch, split over the replicas.
     """
     device = pick_device(device) if device in ("auto", "cpu", "cuda") else device
     keras.utils.set_random_seed(seed)  # dropout masks
     train_for, test = datasets(x_train, y_train, x_test, y_test, batch_size, seed, order)
     history = {}
     callbacks = [] if batch_losses is None else [BatchLosses(batch_losses, len(x_train), batch_size)]
-    with tf.device(device):
+    with strategy.scope() if strategy is not None else tf.device(device):
         model.compile(optimizer=make_optimizer(optimizer, lr), loss=loss_for(loss),
                       metrics=["accuracy"])
         for epoch in range(epochs):
@@ -142,22 +235,42 @@ def train(model, x_train, y_train, x_test, y_test, *, loss, epochs=1, batch_size
     return history
 
 
+def parse(argv=None):
+    p = common.parser("python reference/keras/train.py", __doc__.split("\n")[0])
+    p.add_argument("--strategy", default="default", choices=STRATEGIES,
+                   help="default: one device; mirrored: MirroredStrategy over this machine's "
+                        "GPUs (or --replicas logical CPUs); multiworker: "
+                        "MultiWorkerMirroredStrategy over the machines in TF_CONFIG")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="mirrored: how many devices (default: every GPU; without a GPU, the "
+                        "CPU split into this many logical devices)")
+    args = p.parse_args(argv)
+    if args.replicas is not None and args.replicas < 1:
+        common.usage_error(f"--replicas {args.replicas}: expected 1 or more devices")
+    return args
+
+
 def main(argv=None):
-    args = common.parser("python reference/keras/train.py", __doc__.split("\n")[0]).parse_args(argv)
+    args = parse(argv)
     common.check_model(args.model, ("keras", MODELS))
-    device = pick_device(args.device)
+    strategy, device = make_strategy(args.strategy, args.replicas, args.device)  # before any TF op
     spec = zoo.spec(args.model)
     run = common.load_run(args)
     dataset, classes, preprocessing, kwargs = run.dataset, run.classes, run.preprocessing, run.model_kwargs
     x_train, y_train, x_test, y_test = run.x_train, run.y_train, run.x_test, run.y_test
+    chief = is_chief(strategy)
     keras.utils.set_random_seed(args.seed)
-    with tf.device(device):
+    with strategy.scope() if strategy is not None else tf.device(device):
         model = build(args.model, **kwargs)
     history = train(model, x_train, y_train, x_test, y_test, loss=spec.loss, epochs=args.epochs,
                     batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                    seed=args.seed, device=device)
-    metrics = common.write_run(args.out, common.config(args, "keras", device, classes, preprocessing),
-                               history, f"{args.model} on {Path(dataset).name} (Keras, {device})")
+                    seed=args.seed, device=device, strategy=strategy, verbose=chief)
+    if not chief:  # the other workers hold the same weights; worker 0 writes them
+        return 0
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    config = common.config(args, "keras", device, classes, preprocessing) | {"processes": replicas}
+    metrics = common.write_run(args.out, config, history,
+                               f"{args.model} on {Path(dataset).name} (Keras, {device})")
     model.save(Path(args.out) / "model.keras")
     print(f"test accuracy {metrics['test_accuracy']:.4f} after {args.epochs} epochs on {device}; "
           f"wrote {args.out}/metrics.json, curves.png, model.keras")
