@@ -228,12 +228,12 @@ def cmd_evaluate(args):
             raise CheckpointError(f"{args.checkpoint} was trained on the image folder "
                                   f"{config['preprocessing']['dataset']} ({config['classes']}); "
                                   f"it cannot classify {dataset}: evaluate it on that folder")
-        images, labels = data.load(dataset, args.split, root=args.data_dir)
         classes = data.CLASSES[dataset]
         if list(classes) != list(config["classes"]):
             raise CheckpointError(f"{args.checkpoint} was trained on {config['classes']}, "
                                   f"{dataset} has the classes {list(classes)}; evaluate it on "
                                   f"{config['preprocessing']['dataset']}")
+        images, labels = data.load(dataset, args.split, root=args.data_dir)
     outputs = training.predict(model, prepare(images, config["preprocessing"]))
     predictions = outputs.argmax(axis=1)
     matrix = plots.confusion_matrix(labels, predictions, len(classes))

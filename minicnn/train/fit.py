@@ -159,7 +159,7 @@ def fit(model, x, y, *, optimizer, loss, epochs=1, batch_size=32, validation_dat
         # DataLoader advances its epoch.
         batches = tqdm(iter(loader), total=len(loader), desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
                        disable=not verbose, dynamic_ncols=True)
-        with StopOnInterrupt() as stop:
+        with StopOnInterrupt() as stop, batches:  # the bar is closed (cleared) on an error too
             for batch, (xb, yb) in enumerate(batches):
                 if epoch == start_epoch and batch < skip_batches:
                     continue  # trained on before the interruption
