@@ -353,3 +353,17 @@ def test_every_option_has_help_and_shows_its_default():
             if action.option_strings and action.default is not argparse.SUPPRESS:
                 assert "%(default)" in formatter._get_help_string(action), f"{where}: no default"
         assert "MINICNN_DATA" in sub.format_help()
+
+
+def test_the_dataset_finder_says_once_which_files_it_read(tmp_path, monkeypatch, capsys):
+    from minicnn.data import datasets
+    monkeypatch.setattr(datasets, "_reported", set())
+    monkeypatch.setenv("MINICNN_DATA", str(tmp_path))   # a folder without Fashion-MNIST
+    capsys.readouterr()
+    for split in ("train", "test", "test"):
+        mc.data.load("fashion-mnist", split)
+    lines = capsys.readouterr().err.strip().splitlines()
+    images, labels = datasets.locate("fashion-mnist", "test")
+    assert len(lines) == 1, lines
+    assert f"Fashion-MNIST from {images.parent}/" in lines[0]
+    assert f"MINICNN_DATA={tmp_path} has no fashion-mnist files" in lines[0]
