@@ -175,6 +175,9 @@ def test_an_interrupted_run_exits_130_and_says_how_to_resume(tmp_path, monkeypat
     assert code == 130
     assert "interrupted after batch 2 of epoch 2" in stdout
     assert "test accuracy" not in stdout and not (out / "metrics.json").exists()
+    # the checkpoint holds the run's configuration: an interrupted run can be evaluated
+    code, evaluated, _ = run(capsys, "evaluate", "--checkpoint", out / "checkpoint.npz")
+    assert code == 0 and "fashion-mnist test: accuracy" in evaluated
     command = stdout.split("resume with:\n", 1)[1].strip().splitlines()[0]
     words = shlex.split(command)
     assert words[:4] == ["python", "-m", "minicnn", "train"] and words[-1] == "--resume"
