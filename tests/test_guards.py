@@ -156,3 +156,20 @@ def test_keras_trace_of_a_channels_first_shape_points_to_channels_last():
     text = trace.render()
     assert "channels-last" in text and "28,28,1" in text
     assert "so that it takes 28" not in text
+
+
+def test_fit_refuses_to_resume_with_another_batch_size_or_seed(tmp_path):
+    """The checkpoint records the batch size, seed and number of samples that placed it."""
+    x, y = data(48)
+    path = tmp_path / "c.npz"
+    model = tiny_model().compile(optimizer="adam", loss="cross_entropy")
+    model.fit(x, y, epochs=1, batch_size=16, seed=0, verbose=0, checkpoint_path=path)
+    before = path.read_bytes()
+    model = tiny_model().compile(optimizer="adam", loss="cross_entropy")
+    with pytest.raises(ValueError, match="seed: checkpoint 0, now 5; batch_size: checkpoint 16, now 32"):
+        model.fit(x, y, epochs=2, batch_size=32, seed=5, verbose=0, checkpoint_path=path,
+                  resume=True)
+    with pytest.raises(ValueError, match="samples: checkpoint 48, now 32"):
+        model.fit(x[:32], y[:32], epochs=2, batch_size=16, verbose=0, checkpoint_path=path,
+                  resume=True)
+    assert path.read_bytes() == before

@@ -93,16 +93,12 @@ def _config(args, dataset, preprocessing, classes, loss, input_shape):
 def check_run_folder(args, dataset):
     """(out, checkpoint path): refuses to overwrite a run, or to resume another run's checkpoint.
 
-    Also removes the temporary files a killed write left in the folder.
+    Then removes the temporary files a killed write left in the folder.
     """
     if args.resume and args.out is None:
         raise runs.UsageError("--resume needs --out: the folder of the run to continue")
     out = args.out or runs.default_out(args.model, dataset)
     path = os.path.join(out, "checkpoint.npz")
-    if os.path.isdir(out):
-        for stray in runs.remove_temporaries(out):
-            print(f"removed {stray}: a temporary file left by a write that was killed",
-                  file=sys.stderr)
     exists, progress, describe = os.path.exists(path), {}, ""
     if exists and not args.overwrite:
         try:
@@ -124,6 +120,10 @@ def check_run_folder(args, dataset):
                                   f"continues:\n  " + "\n  ".join(differ) + "\nresume with the "
                                   f"run's own options (only --epochs may grow), or start a new run "
                                   f"in another --out")
+    if os.path.isdir(out):  # only once the folder is this run's: another may be writing there
+        for stray in runs.remove_temporaries(out):
+            print(f"removed {stray}: a temporary file left by a write that was killed",
+                  file=sys.stderr)
     return out, path
 
 
