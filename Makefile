@@ -33,7 +33,7 @@ browser:
 
 demo: $(VENV)/.installed data
 	$(PY) -m minicnn train --model lenet5 --dataset fashion-mnist --epochs 1 \
-		--batch-size 64 --optimizer adam --lr 1e-3 --seed 0 --out runs/demo
+		--batch-size 64 --optimizer adam --lr 1e-3 --seed 0 --out runs/demo --overwrite
 
 test: $(VENV)/.installed data browser
 	# one BLAS thread per pytest worker: two workers already fill the two cores

@@ -6,7 +6,7 @@
 The package is layered, each floor importing only the floors below it (tests/test_architecture.py
 checks it): core → kernels → layers → losses, optim, zoo, data → train → interop, trace → apps.
 """
-from .core import DataError, NonFiniteError, Parameter, ShapeError, manual_seed
+from .core import CheckpointError, DataError, NonFiniteError, Parameter, ShapeError, manual_seed
 from .layers import (Add, AvgPool2D, BasicBlock, BatchNorm2D, Bottleneck, Conv2D, Dense, Dropout,
                      Flatten, GlobalAvgPool2D, Identity, Layer, LogSoftmax, MaxPool2D, ReLU,
                      Residual, Sequential, Sigmoid, Softmax, SumPool2D, Tanh, ZeroPadding2D)

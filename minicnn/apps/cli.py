@@ -20,13 +20,13 @@ import sys
 import numpy as np
 
 from .. import data, zoo
+from ..core.errors import CheckpointError, NonFiniteError
 from ..core.files import atomic_write
 from ..core.random import manual_seed
 from ..train import checkpoint as ckpt
 from ..train import loop as training
-from . import plots, runs, show, transfer
+from . import plots, run_folders, runs, show, transfer
 from .runs import prepare, probabilities
-from .runs import run_config as _run_config
 
 
 def schedule(name, lr, epochs):
@@ -48,17 +48,14 @@ def folder_model(args, spec, classes):
     try:
         return zoo.get(args.model, rng=args.seed, **kwargs)
     except TypeError as err:  # a model without num_classes or image_size
-        raise SystemExit(f"--model {args.model} cannot be built for this folder ({err}); its input "
-                         f"is {spec.input_shape}; rps_cnn takes any --image-size") from None
+        raise run_folders.UsageError(f"--model {args.model} cannot be built for this folder ({err}); its "
+                              f"input is {spec.input_shape}; rps_cnn takes any --image-size") from None
 
 
 def load_folder_run(args, spec, dataset):
     """(model, x_train, y_train, x_test, y_test, preprocessing, classes) for an image folder."""
-    try:
-        task, preprocessing = transfer.read_folder_for(dataset, spec.input_shape, args.image_size,
-                                                       args.limit, args.seed)
-    except ValueError as err:  # layout errors: say what was looked for
-        raise SystemExit(str(err)) from None
+    task, preprocessing = transfer.read_folder_for(dataset, spec.input_shape, args.image_size,
+                                                   args.limit or 0, args.seed)
     model = folder_model(args, spec, task.classes)
     return (model, task.x_train, task.y_train, task.x_test, task.y_test, preprocessing,
             task.classes)
@@ -72,21 +69,70 @@ def augmentation(args):
                         horizontal_flip=args.horizontal_flip)
 
 
+def dataset_id(dataset):
+    """A dataset as a run records it: its name, or the absolute path of an image folder."""
+    return dataset if dataset in data.DATASETS else os.path.abspath(dataset)
+
+
+def _config(args, dataset, preprocessing, classes, loss, input_shape):
+    """What metrics.json and the checkpoint keep of a run: its options and how it read its data."""
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "debug", "parser")}
+    return options | {
+        "dataset": dataset_id(dataset),
+        "preprocessing": preprocessing, "classes": classes, "loss": loss,
+        "class_to_idx": {name: i for i, name in enumerate(classes)}, "input_shape": list(input_shape)}
+
+
+def check_run_folder(args, dataset):
+    """(out, checkpoint path): refuses to overwrite a run, or to resume another run's checkpoint.
+
+    Then removes the temporary files a killed write left in the folder.
+    """
+    if args.resume and args.out is None:
+        raise run_folders.UsageError("--resume needs --out: the folder of the run to continue")
+    out = args.out or run_folders.default_out(args.model, dataset)
+    path = os.path.join(out, "checkpoint.npz")
+    exists, progress, describe = os.path.exists(path), {}, ""
+    if exists and not args.overwrite:
+        try:
+            progress = ckpt.read_meta(path).get("progress", {})
+            epochs = (progress.get("options") or {}).get("epochs")
+            describe = f"{progress.get('epoch', 0)} of {epochs or '?'} epochs done"
+        except CheckpointError:
+            if args.resume:
+                raise
+            describe = "unreadable"
+    run_folders.check_out(out, exists, args.resume, args.overwrite, describe)
+    if args.resume:
+        stored = {k: progress[k] for k in ("seed", "batch_size") if k in progress}
+        stored |= progress.get("options") or {}
+        now = run_folders.trajectory(vars(args) | {"dataset": dataset_id(dataset)})
+        differ = run_folders.compare(stored, now, progress.get("epoch", 0), args.epochs)
+        if differ:
+            raise run_folders.UsageError(f"cannot resume {path}: this command differs from the run it "
+                                  f"continues:\n  " + "\n  ".join(differ) + "\nresume with the "
+                                  f"run's own options (only --epochs may grow), or start a new run "
+                                  f"in another --out")
+    if os.path.isdir(out):  # only once the folder is this run's: another may be writing there
+        for stray in run_folders.remove_temporaries(out):
+            print(f"removed {stray}: a temporary file left by a write that was killed",
+                  file=sys.stderr)
+    return out, path
+
+
 def cmd_train(args):
     manual_seed(args.seed)
     spec = zoo.spec(args.model)
-    try:
-        dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
+    dataset = transfer.resolve(args.dataset or spec.dataset, args.data_dir)
+    out, checkpoint_path = check_run_folder(args, dataset)
     if transfer.is_folder(dataset):
         (model, x_train, y_train, x_test, y_test, preprocessing,
          classes) = load_folder_run(args, spec, dataset)
     else:
         if args.image_size and args.image_size != spec.input_shape[1]:
-            raise SystemExit(f"--image-size {args.image_size}: {dataset} images are "
-                             f"{spec.input_shape[1]}×{spec.input_shape[2]}; other sizes are for "
-                             f"image folders")
+            raise run_folders.UsageError(f"--image-size {args.image_size}: {dataset} images are "
+                                  f"{spec.input_shape[1]}×{spec.input_shape[2]}; other sizes are "
+                                  f"for image folders")
         model = zoo.get(args.model, rng=args.seed)
         x_train, y_train = data.load(dataset, "train", root=args.data_dir)
         x_test, y_test = data.load(dataset, "test", root=args.data_dir)
@@ -109,54 +155,64 @@ def cmd_train(args):
     def on_epoch_end(epoch, logs):
         model.optimizer.lr = lr_at(epoch + 1)
 
-    os.makedirs(args.out, exist_ok=True)
-    config = {k: v for k, v in vars(args).items() if k != "run"} | {
-        "preprocessing": preprocessing, "classes": classes, "loss": spec.loss,
-        "class_to_idx": {name: i for i, name in enumerate(classes)},
-        "input_shape": list(x_train.shape[1:])}
+    os.makedirs(out, exist_ok=True)
+    config = _config(args, dataset, preprocessing, classes, spec.loss, x_train.shape[1:]) | {"out": out}
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(x_test, y_test), seed=args.seed,
-                        checkpoint_path=os.path.join(args.out, "checkpoint.npz"),
-                        resume=args.resume, on_epoch_end=on_epoch_end, transform=augmentation(args))
+                        checkpoint_path=checkpoint_path, resume=args.resume,
+                        on_epoch_end=on_epoch_end, transform=augmentation(args), options=config)
+    if history.interrupted:
+        print(f"resume with:\n  {run_folders.resume_command(args.parser, args, out)}")
+        return 130
     metrics = {"config": config, "history": history.history}
     if history.history.get("val_accuracy"):
         metrics["test_accuracy"] = history.history["val_accuracy"][-1]
         metrics["test_loss"] = history.history["val_loss"][-1]
     text = json.dumps(metrics, indent=2)
-    atomic_write(os.path.join(args.out, "metrics.json"), lambda f: f.write(text.encode()))
+    atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text.encode()))
     if history.history.get("loss"):
-        plots.learning_curves(history.history, os.path.join(args.out, "curves.png"),
+        plots.learning_curves(history.history, os.path.join(out, "curves.png"),
                               title=f"{args.model} on {os.path.basename(os.path.normpath(dataset))}")
     if "test_accuracy" in metrics:
         print(f"test accuracy {metrics['test_accuracy']:.4f} after {len(history.history['loss'])} "
-              f"epochs; wrote {args.out}/checkpoint.npz, metrics.json, curves.png")
+              f"epochs; wrote {out}/checkpoint.npz, metrics.json, curves.png")
     return 0
 
 
-def load_folder_split(dataset, split, config):
+def load_folder_split(dataset, split, config, checkpoint_path):
     """(images, labels) of a folder's training or test split, read as the run read its own."""
     pre = config["preprocessing"]
-    try:
-        folder = data.ImageFolder(transfer.find_splits(dataset)[split == "test"], pre["image_size"],
-                                  color_mode=pre["color_mode"])
-    except (ValueError, data.DataError) as err:
-        raise SystemExit(str(err)) from None
+    if "image_size" not in pre:
+        raise CheckpointError(f"{checkpoint_path} was trained on {pre['dataset']} "
+                              f"({config.get('input_shape') or '28×28 grayscale'}), not on an "
+                              f"image folder; evaluate it on {pre['dataset']} (leave out "
+                              f"--dataset), or train a model on {dataset}")
+    folder = data.ImageFolder(transfer.find_splits(dataset)[split == "test"], pre["image_size"],
+                              color_mode=pre["color_mode"])
     if folder.classes != config["classes"]:
-        raise SystemExit(f"{folder.root} has the classes {folder.classes}; the checkpoint was "
-                         f"trained on {config['classes']}")
+        raise CheckpointError(f"{folder.root} has the classes {folder.classes}; the checkpoint "
+                              f"{checkpoint_path} was trained on {config['classes']}")
     return folder.load()
 
 
 def cmd_evaluate(args):
-    config = _run_config(args.checkpoint)
+    config = runs.run_config(args.checkpoint)
     model, _ = ckpt.load(args.checkpoint)
-    dataset = args.dataset or config["preprocessing"]["dataset"]
+    dataset = transfer.resolve(args.dataset or config["preprocessing"]["dataset"], args.data_dir)
     if transfer.is_folder(dataset):
-        images, labels = load_folder_split(dataset, args.split, config)
+        images, labels = load_folder_split(dataset, args.split, config, args.checkpoint)
         classes = config["classes"]
     else:
-        images, labels = data.load(dataset, args.split, root=args.data_dir)
+        if "image_size" in config["preprocessing"]:
+            raise CheckpointError(f"{args.checkpoint} was trained on the image folder "
+                                  f"{config['preprocessing']['dataset']} ({config['classes']}); "
+                                  f"it cannot classify {dataset}: evaluate it on that folder")
         classes = data.CLASSES[dataset]
+        if list(classes) != list(config["classes"]):
+            raise CheckpointError(f"{args.checkpoint} was trained on {config['classes']}, "
+                                  f"{dataset} has the classes {list(classes)}; evaluate it on "
+                                  f"{config['preprocessing']['dataset']}")
+        images, labels = data.load(dataset, args.split, root=args.data_dir)
     outputs = training.predict(model, prepare(images, config["preprocessing"]))
     predictions = outputs.argmax(axis=1)
     matrix = plots.confusion_matrix(labels, predictions, len(classes))
@@ -171,109 +227,228 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    config = _run_config(args.checkpoint)
+    config = runs.run_config(args.checkpoint)
     model, _ = ckpt.load(args.checkpoint)
     shape = runs.input_shape(config, model)
     classes = config["classes"]
+    failed = 0
     for path in args.images:
-        # --invert: Fashion-MNIST and MNIST are light objects on a black background
-        x = runs.read_image(path, shape, config["preprocessing"], invert=args.invert)
+        try:
+            # --invert: Fashion-MNIST and MNIST are light objects on a black background
+            x = runs.read_image(path, shape, config["preprocessing"], invert=args.invert)
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            failed += 1
+            print(f"error: {path}: cannot read this image ({err}); skipped", file=sys.stderr)
+            continue
         probs = probabilities(training.predict(model, x), config.get("loss") or model.spec.loss)[0]
         top = np.argsort(probs)[::-1][:args.top]
         print(f"{path}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in top))
+    if failed:
+        print(f"error: {failed} of {len(args.images)} images could not be read", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_transfer(args):
-    try:
-        metrics = transfer.run(args.source, args.target, args.source_classes, args.target_classes,
-                               epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
-                               batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                               limit=args.limit, target_limit=args.target_limit,
-                               image_size=args.image_size, batch_norm=not args.no_batch_norm,
-                               out=args.out, verbose=0 if args.quiet else 1, data_dir=args.data_dir)
-    except (ValueError, data.DataError) as err:
-        raise SystemExit(str(err)) from None
+    metrics = transfer.run(args.source, args.target, args.source_classes, args.target_classes,
+                           epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
+                           batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                           limit=args.limit or 0, target_limit=args.target_limit or 0,
+                           image_size=args.image_size, batch_norm=not args.no_batch_norm,
+                           out=args.out, verbose=0 if args.quiet else 1, data_dir=args.data_dir)
     print("\n" + transfer.table(metrics))
     print(f"\nwrote {args.out}/metrics.json and the checkpoints pretrained.npz, "
           f"{', '.join(name + '.npz' for name in transfer.RUNS)} ({metrics['seconds']:.0f} s)")
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minicnn", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+# ----------------------------------------------------------------------------------------
+# the parser
+# ----------------------------------------------------------------------------------------
+def positive(kind):
+    """An argparse type: ``kind`` (int or float) > 0, refused with the value otherwise."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
 
-    train = sub.add_parser("train", help="train a zoo model on a dataset")
-    train.add_argument("--model", default="lenet5", choices=zoo.NAMES)
+
+def fraction(text):
+    """An argparse type: a number in [0, 1)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
+def non_negative(text):
+    """An argparse type: a number >= 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default shown; the description and epilog kept as written."""
+
+
+ENVIRONMENT = """environment variables:
+  MINICNN_DATA     a folder searched first for datasets (mnist/, fashion-mnist/) and image
+                   folders named by --dataset; the Makefile sets ../shared/datasets
+  MINICNN_CACHE    where downloaded datasets are kept (default: the user cache, minicnn/)
+  MINICNN_KERNELS  the compute kernels: numba (default) or numpy (the plain loops)
+
+Run `python -m minicnn COMMAND --help` for a command's options; --debug shows the traceback of
+an error."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m minicnn", description=__doc__,
+                                     formatter_class=Formatter, epilog=ENVIRONMENT)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
+
+    def command(name, help, run):
+        p = sub.add_parser(name, help=help, description=help, formatter_class=Formatter,
+                           epilog=ENVIRONMENT)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
+        p.set_defaults(run=run, parser=p)
+        return p
+
+    train = command("train", "train a zoo model on a dataset or an image folder", cmd_train)
+    train.add_argument("--model", default="lenet5", choices=zoo.NAMES, help="the zoo model")
     train.add_argument("--dataset", default=None,
-                       help="mnist, fashion-mnist, or an image folder with training/ and testing/ "
-                            "class folders (default: the model's)")
-    train.add_argument("--image-size", type=int, default=None,
-                       help="side of the square an image folder's photos are resized to "
-                            "(default: the model's input size)")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--optimizer", default="adam", choices=["adam", "keras_adam", "sgd"])
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine", "step"])
+                       help="mnist, fashion-mnist (any case), or an image folder with training/ "
+                            "and testing/ class folders; if not given: the model's own dataset")
+    train.add_argument("--image-size", type=positive(int), default=None,
+                       help="side of the square an image folder's photos are resized to; if not given: "
+                            "the model's input size")
+    train.add_argument("--epochs", type=positive(int), default=10,
+                       help="passes over the training set (with --resume it may grow)")
+    train.add_argument("--batch-size", type=positive(int), default=64, help="images per step")
+    train.add_argument("--optimizer", default="adam", choices=["adam", "keras_adam", "sgd"],
+                       help="keras_adam: Keras' epsilon placement")
+    train.add_argument("--lr", type=positive(float), default=1e-3, help="learning rate")
+    train.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine", "step"],
+                       help="learning rate per epoch: constant, cosine to 0, or ÷10 at 50 %% and 75 %%")
     train.add_argument("--normalize", action="store_true",
-                       help="subtract the training set's mean and divide by its std (after [0, 1] scaling)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default="runs/latest")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    train.add_argument("--limit", type=int, default=0,
-                       help="use only N training images and N // 6 test images (the first ones of "
-                            "a dataset, a seeded random subset of a folder)")
-    train.add_argument("--data-dir", default=None, help="folder with the dataset files")
-    train.add_argument("--shear-range", type=float, default=0.0,
+                       help="subtract the training set's mean and divide by its std (after [0, 1] "
+                            "scaling)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seeds the initial weights, the shuffle and dropout")
+    train.add_argument("--out", default=None,
+                       help="the run's folder: checkpoint.npz, metrics.json, curves.png; if not given: a "
+                            "new folder runs/MODEL-DATASET-DATE-TIME. A folder holding a "
+                            "checkpoint needs --resume or --overwrite")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint, with the same options")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start a new run in --out, replacing the checkpoint there")
+    train.add_argument("--limit", type=positive(int), default=None,
+                       help="use only N training images and N // 6 test images (the first ones "
+                            "of a dataset, a seeded random subset of a folder); if not given: all")
+    train.add_argument("--data-dir", default=None,
+                       help="folder with the dataset files, searched before MINICNN_DATA")
+    train.add_argument("--shear-range", type=non_negative, default=0.0,
                        help="augmentation, Keras' name: random shear in degrees, U(-s, s)")
-    train.add_argument("--zoom-range", type=float, default=0.0,
+    train.add_argument("--zoom-range", type=fraction, default=0.0,
                        help="augmentation, Keras' name: random zoom factors in [1 - z, 1 + z]")
     train.add_argument("--horizontal-flip", action="store_true",
                        help="augmentation, Keras' name: flip half of the images left-right")
-    train.set_defaults(run=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint")
-    evaluate.add_argument("--checkpoint", required=True)
-    evaluate.add_argument("--dataset", default=None)
-    evaluate.add_argument("--split", default="test", choices=["train", "test"])
-    evaluate.add_argument("--data-dir", default=None)
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate = command("evaluate", "accuracy and confusion matrix of a checkpoint", cmd_evaluate)
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="a run's checkpoint.npz (written by train)")
+    evaluate.add_argument("--dataset", default=None,
+                          help="dataset name or image folder; if not given: the one the run trained on")
+    evaluate.add_argument("--split", default="test", choices=["train", "test"],
+                          help="which split to classify")
+    evaluate.add_argument("--data-dir", default=None,
+                          help="folder with the dataset files, searched before MINICNN_DATA")
 
-    predict = sub.add_parser("predict", help="classify image files with a checkpoint")
-    predict.add_argument("--checkpoint", required=True)
-    predict.add_argument("images", nargs="+")
-    predict.add_argument("--top", type=int, default=3)
-    predict.add_argument("--invert", action="store_true", help="invert dark-on-light photos")
-    predict.set_defaults(run=cmd_predict)
+    predict = command("predict", "classify image files with a checkpoint", cmd_predict)
+    predict.add_argument("--checkpoint", required=True,
+                         help="a run's checkpoint.npz (written by train)")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("--top", type=positive(int), default=3,
+                         help="how many classes to print per image, most probable first")
+    predict.add_argument("--invert", action="store_true",
+                         help="invert dark-on-light photos (MNIST and Fashion-MNIST are light "
+                              "on black)")
 
-    tl = sub.add_parser("transfer", help="pretrain, freeze the base, train a new head: frozen "
-                                         "pretrained vs frozen random base vs fine-tuning")
-    tl.add_argument("--source", default="fashion-mnist", help="dataset name or image folder to pretrain on")
-    tl.add_argument("--source-classes", default="0-4", help="classes of a dataset name, e.g. 0-4 or 0,2,4")
-    tl.add_argument("--target", default="fashion-mnist", help="dataset name or image folder to transfer to")
-    tl.add_argument("--target-classes", default="5-9")
-    tl.add_argument("--epochs", type=int, default=3, help="epochs of each of the three target runs")
-    tl.add_argument("--pretrain-epochs", type=int, default=3)
-    tl.add_argument("--batch-size", type=int, default=64)
-    tl.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate, every run")
-    tl.add_argument("--seed", type=int, default=0)
-    tl.add_argument("--limit", type=int, default=0, help="at most N images per split of each task")
-    tl.add_argument("--target-limit", type=int, default=0,
-                    help="at most N target TRAINING images (default: as --limit)")
-    tl.add_argument("--image-size", type=int, default=None,
-                    help="side for image folders (Fashion-MNIST is 28; default 28)")
+    tl = command("transfer", "pretrain, freeze the base, train a new head: frozen pretrained vs "
+                             "frozen random base vs fine-tuning", cmd_transfer)
+    tl.add_argument("--source", default="fashion-mnist",
+                    help="dataset name or image folder to pretrain on")
+    tl.add_argument("--source-classes", default="0-4",
+                    help="classes of a dataset name, e.g. 0-4 or 0,2,4")
+    tl.add_argument("--target", default="fashion-mnist",
+                    help="dataset name or image folder to transfer to")
+    tl.add_argument("--target-classes", default="5-9", help="classes of the target dataset name")
+    tl.add_argument("--epochs", type=positive(int), default=3,
+                    help="epochs of each of the three target runs")
+    tl.add_argument("--pretrain-epochs", type=positive(int), default=3,
+                    help="epochs of pretraining on the source")
+    tl.add_argument("--batch-size", type=positive(int), default=64, help="images per step")
+    tl.add_argument("--lr", type=positive(float), default=1e-3, help="Adam's learning rate, every run")
+    tl.add_argument("--seed", type=int, default=0, help="seeds weights, shuffles and subsets")
+    tl.add_argument("--limit", type=positive(int), default=None,
+                    help="at most N images per split of each task; if not given: all")
+    tl.add_argument("--target-limit", type=positive(int), default=None,
+                    help="at most N target TRAINING images; if not given: as --limit")
+    tl.add_argument("--image-size", type=positive(int), default=None,
+                    help="side for image folders (Fashion-MNIST is 28); if not given: 28")
     tl.add_argument("--no-batch-norm", action="store_true", help="a base without BatchNorm2D")
-    tl.add_argument("--out", default="runs/transfer")
-    tl.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    tl.add_argument("--out", default="runs/transfer",
+                    help="folder for metrics.json and the four checkpoints")
+    tl.add_argument("--data-dir", default=None,
+                    help="folder with the dataset files, searched before MINICNN_DATA")
     tl.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    tl.set_defaults(run=cmd_transfer)
+    shown = command("show", "an HTML page of a model's insides: every layer's maps, the first "
+                            "filters, top-5, saliency and Grad-CAM", show.run)
+    show.add_options(shown)
+    return parser
 
-    show.add_parser(sub)
 
-    args = parser.parse_args(argv)
-    return args.run(args)
+#: errors a user can act on: printed as one ``error:`` line (or a few), exit 2
+EXPECTED = (run_folders.UsageError, ValueError, NonFiniteError, OSError)
+
+
+def message(err):
+    """The ``error:`` text of an expected error: its message, with the file and a fix for OS errors."""
+    if isinstance(err, OSError) and err.filename is not None:
+        fix = {PermissionError: "check its permissions, or choose another path (--out)",
+               FileNotFoundError: "check the path",
+               IsADirectoryError: "give a file, not a folder"}.get(type(err), "")
+        return f"{err.filename}: {err.strerror or err}" + (f"; {fix}" if fix else "")
+    return str(err)
+
+
+def main(argv=None):
+    """Run one command; returns the exit status (0, 2 for a user error, 130 when interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED as err:
+        if args.debug:
+            raise
+        print(f"error: {message(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import os
 import numpy as np
 
 from .. import data
+from ..core.errors import CheckpointError
+from ..train import checkpoint as ckpt
 
 
 def prepare(images, preprocessing):
@@ -22,10 +24,15 @@ def prepare(images, preprocessing):
 
 
 def run_config(checkpoint_path):
-    """The ``config`` of the run whose ``checkpoint_path`` is given (from its metrics.json)."""
+    """The run's config: kept in the checkpoint, or (files written before) in metrics.json beside it."""
+    progress = ckpt.read_meta(checkpoint_path).get("progress", {})
+    if progress.get("options", {}).get("preprocessing"):
+        return progress["options"]
     path = os.path.join(os.path.dirname(checkpoint_path), "metrics.json")
     if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: evaluate and predict read the run's preprocessing there")
+        raise CheckpointError(f"{checkpoint_path} does not say how its run read the data (it was "
+                              f"not written by python -m minicnn train), and there is no "
+                              f"metrics.json beside it")
     with open(path) as f:
         return json.load(f)["config"]
 
@@ -44,12 +51,9 @@ def read_image(path, shape, preprocessing, invert=False):
     """
     from PIL import Image
     channels, height, width = shape
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(img, dtype=np.uint8)
-    except OSError as err:
-        raise SystemExit(f"cannot read image {path}: {err}") from None
+    with Image.open(path) as img:   # OSError (PIL's UnidentifiedImageError) for a bad file
+        img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+        pixels = np.asarray(img, dtype=np.uint8)
     if invert:
         pixels = 255 - pixels
     x = prepare(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)[None], preprocessing)

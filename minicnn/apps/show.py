@@ -50,9 +50,8 @@ class Subject:
     note: str = ""
 
 
-def add_parser(sub):
-    """The ``show`` subcommand's options, on the CLI's subparsers."""
-    p = sub.add_parser("show", help="an HTML page of every layer's maps, saliency and Grad-CAM")
+def add_options(p):
+    """The ``show`` subcommand's options, on the parser the CLI made for it."""
     p.add_argument("target", nargs="?", help="a zoo name or file.py:NAME (a minicnn, PyTorch or "
                                              "Keras model); or use --checkpoint")
     p.add_argument("--checkpoint", help="runs/.../checkpoint.npz (metrics.json beside it)")
@@ -65,8 +64,7 @@ def add_parser(sub):
     p.add_argument("--limit", type=int, default=0, help="search only the first N test images")
     p.add_argument("--input-shape", help="C,H,W for a model that does not say (PyTorch)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
-    p.add_argument("--out", default="runs/show")
-    p.set_defaults(run=run)
+    p.add_argument("--out", default="runs/show", help="folder for index.html and its PNGs")
 
 
 def _loss_of(model):

@@ -99,6 +99,9 @@ def resolve(dataset, root=None):
     dataset = os.fspath(dataset)
     if dataset in data.DATASETS or os.path.isdir(dataset):
         return dataset
+    name = dataset.lower().replace("_", "-")  # names in any case, as data.load takes them
+    if name in data.DATASETS:
+        return name
     bases = [b for b in (root, os.environ.get("MINICNN_DATA")) if b]
     for base in bases:
         if os.path.isdir(os.path.join(base, dataset)):

@@ -22,3 +22,10 @@ class DataError(ValueError):
 
 class NonFiniteError(FloatingPointError):
     """The loss became NaN or infinite; the message names the first layer where it happened."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, not a minicnn checkpoint, or does not fit the model.
+
+    The message names the file and what to do instead.
+    """

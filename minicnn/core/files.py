@@ -2,6 +2,9 @@
 import os
 import tempfile
 
+#: the name prefix of the temporary files (a killed process may leave one; see apps.runs)
+TEMP_PREFIX = ".tmp-"
+
 
 def atomic_write(path, write):
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``.
@@ -13,7 +16,7 @@ def atomic_write(path, write):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -20,6 +20,7 @@ decompressed bytes.
 """
 import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,13 +160,18 @@ def locate(name, split="train", root=None, download=True):
 
     Raises DataError listing every place it looked, and how to fix it, if none has the files.
     """
+    return _locate(name, split, root, download)[0]
+
+
+def _locate(name, split, root, download):
+    """((images, labels) paths, where they were found: "MINICNN_DATA", "cache", ...)."""
     ds = get_dataset(name)
     stems = _split_files(ds, split)
     looked = []
     for where, folder in search_dirs(ds.name, root):
         found = [_find(folder, stem) for stem in stems]
         if all(found):
-            return tuple(found)
+            return tuple(found), where
         if not folder.is_dir():
             note = "no such folder"
         elif any(found):
@@ -179,7 +185,7 @@ def locate(name, split="train", root=None, download=True):
     if download:
         created = [p for p in (cache_dir(ds.name), cache_dir()) if not p.exists()]
         try:
-            return fetch(ds.name, split)
+            return fetch(ds.name, split), "download"
         except (OSError, ValueError, ImportError) as e:  # requests' errors are OSErrors
             cause = e
             for p in created:  # leave no empty folders behind a failed first download
@@ -219,6 +225,27 @@ def _read_checked(ds, path, kind):
     return arr
 
 
+_reported = set()
+
+
+def _report(ds, img_path, lbl_path, where, root):
+    """Say on stderr, once per dataset and folder, which files ``load`` reads and why there.
+
+    A dataset read from the cache or the system folder although MINICNN_DATA (or ``root``) is
+    set is the surprise worth a line: the variable's folder did not hold it.
+    """
+    folder = img_path.parent
+    if (ds.name, folder) in _reported:
+        return
+    _reported.add((ds.name, folder))
+    skipped = [f"{label}={base} has no {ds.name} files" for label, base in
+               (("root", root), ("MINICNN_DATA", os.environ.get("MINICNN_DATA")))
+               if base and where not in ("root argument", label)]
+    note = f"; {', '.join(skipped)}" if skipped else ""
+    print(f"minicnn: {ds.title} from {folder}/ ({img_path.name}, {lbl_path.name}; {where}{note})",
+          file=sys.stderr)
+
+
 # (name, split, files' path/inode/size/mtime) -> (images, labels): decoding takes ~0.5 s, a copy ~10 ms
 _memory = {}
 _MEMORY_ENTRIES = 4
@@ -237,7 +264,8 @@ def load(name, split="train", root=None, download=True):
         labels: (N,) int64, 0..9 (names in ``CLASSES[name]``).
     """
     ds = get_dataset(name)
-    img_path, lbl_path = locate(ds.name, split, root=root, download=download)
+    (img_path, lbl_path), where = _locate(ds.name, split, root, download)
+    _report(ds, img_path, lbl_path, where, root)
     stats = [(str(p), p.stat()) for p in (img_path, lbl_path)]
     key = (ds.name, split) + tuple((p, st.st_ino, st.st_size, st.st_mtime_ns) for p, st in stats)
     if key not in _memory:

@@ -33,7 +33,7 @@ from .keras_layers import (check_functional_chain, import_keras, keras_applicati
                            keras_leaves, layers_from_keras, resnet_from_keras)
 from .layouts import (assign, check_pairs, chw_columns, dtype_of, hwc_columns, mismatch,
                       sample_shape, walk)
-from .names import (KERAS_TRUNK, keras_name, load_state, named_layers, needs_names,
+from .names import (KERAS_TRUNK, has_blocks, keras_name, load_state, named_layers, needs_names,
                     trunk_layers, trunk_names)
 
 
@@ -82,14 +82,17 @@ def from_keras(keras_model, model=None):
     given to Conv2D/Dense becomes a layer of its own) and weights. A keras.Sequential, or a
     model of Keras' functional API (``keras.Input`` -> layers -> ``keras.Model``) that is one
     chain; a branch, sum or gate raises TypeError naming the layer.
-    model=a minicnn model: copies the Conv2D/Dense weights into it, in order, and returns it.
+    model=a minicnn model: copies the Conv2D/Dense/BatchNormalization weights into it, in
+    order, and returns it; a BatchNormalization's moving mean and variance become the
+    BatchNorm2D's running statistics.
     The Keras model must be built (on a keras.Input) so that its Flatten's input is known.
     Raises ShapeError naming both layers when a shape differs; nothing is copied then.
-    keras.applications.ResNet50 / 101 / 152 (or a model with BatchNorm / residual blocks) go
-    by name, moving statistics included (``_from_keras_by_name``).
+    keras.applications.ResNet50 / 101 / 152 (or a minicnn model with residual blocks) go
+    by name, moving statistics included (``_from_keras_by_name``). A torch module is a
+    TypeError that says to use from_torch.
     """
-    if (model is None and is_keras_resnet(keras_model)
-            or model is not None and needs_names(model)):
+    check_is_keras(keras_model, "from_keras")
+    if is_keras_resnet(keras_model) or model is not None and has_blocks(model):
         return _from_keras_by_name(keras_model, model)
     if model is None:
         check_functional_chain(keras_model)  # keras.Input -> layers: read in order, as a Sequential
@@ -103,7 +106,21 @@ def from_keras(keras_model, model=None):
         assign(step.layer.weight, values[0], where)
         if step.layer.bias is not None:
             assign(step.layer.bias, values[1], where)
+        if isinstance(step.layer, L.BatchNorm2D):  # the moving statistics travel too
+            step.layer.load_buffer("running_mean", values[2])
+            step.layer.load_buffer("running_var", values[3])
     return model
+
+
+def check_is_keras(keras_model, where):
+    """TypeError unless ``keras_model`` is a Keras model or layer (a torch module says so)."""
+    kind = type(keras_model)
+    module = kind.__module__.split(".")[0]
+    if module == "torch" or any(k.__module__.startswith("torch.") for k in kind.__mro__):
+        raise TypeError(f"{where}: got a PyTorch module ({kind.__name__}); use "
+                        f"minicnn.interop.from_torch for PyTorch models")
+    if not hasattr(keras_model, "weights") or not hasattr(keras_model, "get_config"):
+        raise TypeError(f"{where}: expected a Keras model, got {kind.__module__}.{kind.__name__}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -144,6 +161,8 @@ def _keras_to_ours(layer, hwc):
     """A Keras layer's weights in minicnn's layout: [weight, bias?]."""
     keras = import_keras()
     values = [np.asarray(v) for v in layer.get_weights()]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return values  # gamma, beta, moving_mean, moving_variance: per channel, no layout
     if isinstance(layer, keras.layers.Conv2D):
         values[0] = values[0].transpose(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
     else:
@@ -159,18 +178,26 @@ def _keras_pairs(model, keras_model):
     keras = import_keras()
     ours = [s for s in walk(model, None) if s.layer.parameters()]
     theirs = _keras_weighted(keras_model)
+    kinds = {L.Conv2D: keras.layers.Conv2D, L.Dense: keras.layers.Dense,
+             L.BatchNorm2D: keras.layers.BatchNormalization}
     for layer, _ in theirs:
-        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        if not isinstance(layer, tuple(kinds.values())):
             raise TypeError(f"Keras layer {layer.name!r} {layer!r} has weights, but minicnn has "
-                            f"no such layer (only Conv2D and Dense weights are copied)")
+                            f"no such layer (only Conv2D, Dense and BatchNormalization weights "
+                            f"are copied)")
         if isinstance(layer, keras.layers.Conv2D) and layer.data_format != "channels_last":
             raise TypeError(f"Keras layer {layer.name!r}: only channels_last (NHWC) is supported")
     pairs = check_pairs(ours, theirs, "Keras", lambda t: f"{t[0].name}: {t[0]!r}")
     for step, (layer, hwc) in pairs:
-        expected = keras.layers.Conv2D if isinstance(step.layer, L.Conv2D) else keras.layers.Dense
-        if not isinstance(layer, expected):
+        expected = kinds.get(type(step.layer))
+        if expected is None or not isinstance(layer, expected):
             raise ShapeError(f"{step} is matched with Keras layer {layer.name!r} {layer!r}, "
-                             f"which is not a {expected.__name__}")
+                             f"which is not a {getattr(expected, '__name__', 'twin')}")
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if tuple(layer.gamma.shape) != step.layer.weight.data.shape:
+                raise mismatch(step, "weight", step.layer.weight.data.shape, "Keras", layer.name,
+                               layer, tuple(layer.gamma.shape))
+            continue
         if (step.layer.bias is not None) != layer.use_bias:
             raise ShapeError(f"{step} and Keras layer {layer.name!r}: one has a bias, the other not")
         kernel = tuple(layer.kernel.shape)

@@ -225,6 +225,14 @@ def layers_from_keras(keras_model, dtype):
             act = L.Softmax(axis=nchw.get(axis, axis))
         elif isinstance(layer, kl.Dropout):
             act = L.Dropout(layer.rate)
+        elif isinstance(layer, kl.BatchNormalization):
+            if rank != 4 or layer.axis not in (-1, 3, [-1], [3]) or not (layer.center and layer.scale):
+                raise TypeError(f"{where}: minicnn's BatchNorm2D is BatchNormalization over the "
+                                f"channels of (N, H, W, C) feature maps, with center and scale")
+            built.append(L.BatchNorm2D(int(layer.gamma.shape[0]), eps=float(layer.epsilon),
+                                       momentum=float(layer.momentum), convention="keras",
+                                       dtype=dtype))
+            act = None
         else:
             raise TypeError(f"{where}: minicnn has no layer for {type(layer).__name__}")
         if act is not None:

@@ -129,6 +129,12 @@ def needs_names(model):
                for _, layer in model.named_modules())
 
 
+def has_blocks(model):
+    """True when a model holds residual blocks: only names can pair those with another framework's."""
+    return any(isinstance(layer, (L.Residual, L.Bottleneck, L.BasicBlock))
+               for _, layer in model.named_modules())
+
+
 def named_layers(model, where):
     """{dotted name: layer} of ``model``, refusing a generic Residual (no twin elsewhere)."""
     found = dict(model.named_modules())

@@ -67,6 +67,14 @@ def from_torch(module, model=None):
     running statistics included (``_from_torch_by_name``).
     """
     import torch
+    if not isinstance(module, torch.nn.Module):
+        kind = type(module)
+        if any(k.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+               for k in kind.__mro__):
+            raise TypeError(f"from_torch: got a Keras model ({kind.__name__}); use "
+                            f"minicnn.interop.from_keras for Keras models")
+        raise TypeError(f"from_torch: expected a torch.nn.Module, got "
+                        f"{kind.__module__}.{kind.__name__}")
     if (model is None and is_torch_resnet(module)
             or model is not None and needs_names(model)):
         return _from_torch_by_name(module, model)

@@ -224,6 +224,22 @@ def as_float(x, integer_dtype=np.float64):
     return x if np.issubdtype(x.dtype, np.floating) else x.astype(integer_dtype)
 
 
+def refuse_integers(x, where):
+    """``x`` as an array; TypeError if it holds integers or bools (unscaled images, most likely).
+
+    A model takes floats, as PyTorch's layers refuse a Byte tensor: uint8 pixels 0..255 fed
+    as they are train at a loss of several units and learn little, with no error anywhere.
+    ``where`` names the receiver in the message ("Sequential.forward", "fit").
+    """
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        hint = ("mc.data.to_float(x) (uint8 0..255 -> float32 0..1, NCHW)" if x.dtype == np.uint8
+                else "x.astype(np.float32), scaled as the model expects")
+        raise TypeError(f"{where}: got {x.dtype} input of shape {x.shape}; a model takes floats. "
+                        f"Scale it first: {hint}")
+    return x
+
+
 def check_upstream(layer, dy, shape, dtype):
     """``dy`` as an array of ``dtype``; ShapeError unless it has the forward output's ``shape``.
 

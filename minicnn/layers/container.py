@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..core.errors import ShapeError
-from .base import Layer, children_repr
+from .base import Layer, children_repr, refuse_integers
 
 #: Keras' compile / fit / evaluate / predict, by name. The training loop lives in
 #: ``minicnn.train``, a floor above the layers; it fills this table when it is imported
@@ -84,6 +84,7 @@ class Sequential(Layer):
         return list(zip(self.names, self.layers))
 
     def forward(self, x):
+        x = refuse_integers(x, "Sequential.forward")
         shapes = []
         for i, layer in enumerate(self.layers):
             shapes.append(tuple(x.shape))

@@ -132,8 +132,16 @@ def channel_failure(trace, row, layer, expected, err, framework):
                f"so that it takes {got}")
     else:
         fix = f"set in_channels={got}"
-    if row.input_shape == tuple(trace.input_shape):
+    first = row.input_shape == tuple(trace.input_shape)
+    if first:
         fix += f", or feed {expected}-channel inputs"
+    shape = tuple(row.input_shape)
+    if first and framework == "keras" and trace.layout == "NHWC" and len(shape) == 4 \
+            and shape[1] == expected:
+        # (N, C, H, W) read as (N, H, W, C): the input shape was given channels-first
+        fix = (f"Keras is channels-last and this input {list(shape[1:])} reads as H={shape[1]}, "
+               f"W={shape[2]}, C={shape[3]}: it looks channels-first (C, H, W). Give the shape as "
+               f"H,W,C: --input-shape {shape[2]},{shape[3]},{shape[1]}")
     expected_shape = list(row.input_shape)
     expected_shape[1 if trace.layout == "NCHW" else -1] = expected
     return Failure(row.index, layer, error_text(err), shape_text(expected_shape, True),

@@ -21,9 +21,12 @@ interrupted save leaves the previous checkpoint intact.
 import dataclasses
 import inspect
 import json
+import os
+import zipfile
 
 import numpy as np
 
+from ..core.errors import CheckpointError
 from ..core.files import atomic_write
 from ..core.parameter import Parameter
 from ..layers import Layer, Sequential
@@ -173,16 +176,60 @@ def save(path, model, optimizer=None, progress=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _open(path):
+    """The open NpzFile of a checkpoint, or CheckpointError saying what the file is instead."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such checkpoint; train writes OUT/checkpoint.npz")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder; give the checkpoint file inside it "
+                              f"({os.path.join(path, 'checkpoint.npz')})")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except ValueError:  # NumPy's "load unsafely using allow_pickle": not an .npy/.npz at all
+        raise CheckpointError(f"{path} is not a minicnn checkpoint: it is not an .npz archive "
+                              f"(minicnn never loads pickled data)") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        if isinstance(err, PermissionError):
+            raise
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}); use an earlier copy, or "
+                              f"train again") from None
+    if not hasattr(npz, "files"):  # a bare .npy array
+        raise CheckpointError(f"{path} holds a single array, not a minicnn checkpoint (an .npz "
+                              f"written by minicnn)")
+    return npz
+
+
+def _read(path, arrays=True):
+    """(meta, {prefix: {name: array}} or None) from a checkpoint; CheckpointError if unreadable."""
+    with _open(path) as npz:
+        try:
+            if "meta" not in npz.files:
+                raise CheckpointError(f"{path} is not a minicnn checkpoint (no 'meta' entry)")
+            meta = json.loads(str(npz["meta"]))
+            entries = None if not arrays else {
+                prefix: {k[len(prefix):]: npz[k] for k in npz.files if k.startswith(prefix)}
+                for prefix in ("param/", "buffer/", "optim/")}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+            if isinstance(err, (CheckpointError, PermissionError)):
+                raise
+            raise CheckpointError(f"{path} is truncated or corrupt ({err}); use an earlier copy, "
+                                  f"or train again") from None
+    return meta, entries
+
+
 def read_all(path):
-    """(meta, {name: parameter array}, {name: buffer array}, {key: optimizer state}) from a file."""
-    with np.load(path, allow_pickle=False) as npz:
-        if "meta" not in npz.files:
-            raise ValueError(f"{path} is not a minicnn checkpoint (no 'meta' entry)")
-        meta = json.loads(str(npz["meta"]))
-        entries = {prefix: {k[len(prefix):]: npz[k] for k in npz.files if k.startswith(prefix)}
-                   for prefix in ("param/", "buffer/", "optim/")}
+    """(meta, {name: parameter array}, {name: buffer array}, {key: optimizer state}) from a file.
+
+    CheckpointError when the file is missing, not an .npz, truncated or not minicnn's.
+    """
+    meta, entries = _read(path)
     optim = {k: (v.item() if v.ndim == 0 else v) for k, v in entries["optim/"].items()}
     return meta, entries["param/"], entries["buffer/"], optim
+
+
+def read_meta(path):
+    """The ``meta`` dict of a checkpoint (architecture, progress, ...), its arrays left unread."""
+    return _read(path, arrays=False)[0]
 
 
 def read(path):

@@ -28,7 +28,16 @@ def accuracy(outputs, labels):
 # diagnosing a non-finite loss
 # ----------------------------------------------------------------------------------------
 def first_nonfinite(model, xb, yb, criterion):
-    """Re-run one batch layer by layer; describe the first layer whose output or gradient is NaN/inf."""
+    """Re-run one batch layer by layer; describe the first layer whose output or gradient is NaN/inf.
+
+    The batch itself is looked at first: a NaN in the data is the data's fault, not layer 0's.
+    """
+    bad = ~np.isfinite(np.asarray(xb, dtype=np.float64).reshape(len(xb), -1)).all(axis=1)
+    if bad.any():
+        index = int(np.argmax(bad))
+        kind = "NaN" if np.isnan(xb[index]).any() else "an infinite value"
+        return (f"the input batch: image {index} of the batch holds {kind} "
+                f"({int(bad.sum())} image(s) of {len(xb)} are not finite)")
     x = xb
     for i, layer in enumerate(model.layers):
         x = layer.forward(x)
