@@ -188,7 +188,7 @@ def test_page_shows_what_it_prints(page, tmp_path, monkeypatch, request):
 
 
 def run_page(name, lines, pairs):
-    """Run every python block; ([(block, shown, printed lines)], [problems])."""
+    """Run every python block; ([(block, text block to rewrite, printed lines)], [problems])."""
     namespace = {"__name__": f"page_{Path(name).stem.replace('-', '_')}"}
     problems, outputs = [], []
     for block, shown in pairs:
@@ -202,8 +202,8 @@ def run_page(name, lines, pairs):
             raise AssertionError(f"{where} failed: {type(err).__name__}: {err}\n"
                                  f"it printed:\n{stdout.getvalue()}") from err
         printed = as_lines(stdout.getvalue())
-        outputs.append((block, shown, printed))
         if shown is None:
+            outputs.append((block, shown, printed))
             if printed:
                 problems.append(f"{where} prints {len(printed)} lines that the page does not show "
                                 f"(show them in a ```text block right after it, or print less):\n"
@@ -211,6 +211,7 @@ def run_page(name, lines, pairs):
             continue
         expected = as_lines("\n".join(lines[shown.start + 1:shown.end]))
         same = masked(printed) == masked(expected) if shown.varies else printed == expected
+        outputs.append((block, None if same else shown, None if same else printed))
         if not same:
             kind = "```text varies block (numbers masked)" if shown.varies else "```text block"
             diff = "\n".join(difflib.unified_diff(expected, printed, "shown on the page", "printed now",
@@ -249,9 +250,15 @@ def check_figures(page, lines, written_dir, update):
 
 
 def rewrite(page, lines, outputs):
-    """Write the printed output into the page's ```text blocks (--update-lessons)."""
+    """Write the printed output into the page's ```text blocks that differ (--update-lessons).
+
+    ``outputs``: (python block, the text block to replace or None, printed lines or None); a
+    block whose shown output already passes (a ```text varies one with other timings) is kept.
+    """
     new = list(lines)
     for block, shown, printed in reversed(outputs):       # from the end: indices stay valid
+        if printed is None:
+            continue
         if shown is not None and printed:
             new[shown.start + 1:shown.end] = printed
         elif shown is not None:                           # prints nothing now: drop the block
