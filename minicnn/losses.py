@@ -156,8 +156,13 @@ class CategoricalCrossentropy(_Loss):
 
     ε (``epsilon``, Keras' ``backend.epsilon()`` = 1e-7) keeps log away from 0: a confident
     wrong answer costs at most −log ε ≈ 16.1 per sample instead of infinity, and its gradient
-    is then zero. PyTorch's CrossEntropyLoss takes logits instead; with probabilities coming
-    out of a Softmax layer, this is the loss Keras models compile with.
+    is then zero. PyTorch's CrossEntropyLoss takes logits instead.
+
+    This loss sees only the probabilities. Keras on TensorFlow does not always: its softmax
+    keeps the logits beside its output (``_keras_logits``) and its CategoricalCrossentropy then
+    computes from those, so a Keras MODEL ending in a softmax trains on the loss from logits
+    (``CrossEntropyLoss`` here), while this class matches Keras on a bare array of
+    probabilities. The two differ when a probability is clipped (lessons/04, section 4.5).
 
     forward:  input (N, C) probabilities, target (N, C) one-hot or (N,) class indices -> float
     backward: () -> d input (N, C)

@@ -52,3 +52,6 @@ def pytest_configure(config):
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite the golden files under tests/golden/ instead of comparing")
+    parser.addoption("--update-lessons", action="store_true", default=False,
+                     help="rewrite the ```text blocks of lessons/*.md and README.md from a real run, "
+                          "and copy the figures the lessons draw into lessons/figures/")

@@ -195,3 +195,17 @@ def test_fashion_mnist_classes_are_renumbered():
     assert all(lookup[x[0].tobytes()] - 5 == y for x, y in zip(task.x_test, task.y_test))
     with pytest.raises(ValueError, match="classes 0..9"):
         transfer.load_classes("fashion-mnist", (3, 12))
+
+
+def test_float64_runs_compute_in_float64(tmp_path):
+    """dtype=np.float64 reaches every layer of every run (lesson 14 uses it for CPU-independent digits)."""
+    load_or_skip("fashion-mnist", "test")
+    net = mc.zoo.transfer_cnn(rng=0, dtype=np.float64)
+    assert {p.data.dtype for p in net.parameters()} == {np.dtype(np.float64)}
+    assert {b.dtype for _, b in net.named_buffers() if b.dtype.kind == "f"} == {np.dtype(np.float64)}
+    assert net(np.zeros((2, 1, 28, 28), np.float32)).dtype == np.float64
+    metrics = transfer.run(limit=64, target_limit=32, epochs=1, pretrain_epochs=1, batch_size=32,
+                           seed=SEED, verbose=0, out=tmp_path, dtype=np.float64)
+    assert metrics["config"]["dtype"] == "float64"
+    _, params, _, _ = ckpt.read_all(tmp_path / "fine_tune.npz")
+    assert {v.dtype for v in params.values()} == {np.dtype(np.float64)}

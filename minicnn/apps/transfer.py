@@ -279,13 +279,15 @@ def train_on(model, task, *, epochs, batch_size, lr, seed, verbose=1):
 def run(source="fashion-mnist", target="fashion-mnist", source_classes=(0, 1, 2, 3, 4),
         target_classes=(5, 6, 7, 8, 9), *, epochs=3, pretrain_epochs=3, batch_size=64, lr=1e-3,
         seed=0, limit=0, target_limit=0, image_size=None, batch_norm=True, out=None, verbose=1,
-        data_dir=None):
+        data_dir=None, dtype=np.float32):
     """Pretrain on ``source``, then the three runs on ``target``; returns the metrics dict.
 
     source, target: a dataset name (with ``*_classes``) or an image folder.
     limit: at most this many images per split of each task (0: all); target_limit: at most
     this many TARGET training images (0: as limit), the small data transfer learning is for.
     out: a folder for metrics.json and the checkpoints (pretrained.npz and one per run), or None.
+    dtype: what the networks compute in; float64 makes every digit the same on any CPU (float32
+    results move in the third digit with the BLAS kernels a CPU gets), at twice the time.
     """
     started = time.perf_counter()
     source, target = resolve(source, data_dir), resolve(target, data_dir)
@@ -299,7 +301,8 @@ def run(source="fashion-mnist", target="fashion-mnist", source_classes=(0, 1, 2,
         print(f"source {source_task.describe()}\ntarget {target_task.describe()}", flush=True)
 
     # 1. pretraining; the base's initial weights are kept for the random-base run
-    model = zoo.transfer_cnn(len(source_task.classes), channels, size, batch_norm=batch_norm, rng=seed)
+    model = zoo.transfer_cnn(len(source_task.classes), channels, size, batch_norm=batch_norm, rng=seed,
+                             dtype=dtype)
     random_base = clone(model.features)
     if verbose:
         print(f"\npretraining on {source_task.name} for {pretrain_epochs} epochs", flush=True)
@@ -313,8 +316,8 @@ def run(source="fashion-mnist", target="fashion-mnist", source_classes=(0, 1, 2,
     results = {}
     for name, what in RUNS.items():
         net = clone(model)
-        net["head"] = zoo.transfer_head(in_features, len(target_task.classes),
-                                        rng=np.random.default_rng(seed + 1))  # the same head each time
+        net["head"] = zoo.transfer_head(in_features, len(target_task.classes),  # the same head each time
+                                        rng=np.random.default_rng(seed + 1), dtype=dtype)
         if name == "frozen_random":
             net["features"] = clone(random_base)
         net.features.trainable = name == "fine_tune"
@@ -337,7 +340,8 @@ def run(source="fashion-mnist", target="fashion-mnist", source_classes=(0, 1, 2,
                    "epochs": epochs, "pretrain_epochs": pretrain_epochs, "batch_size": batch_size,
                    "lr": lr, "seed": seed, "limit": limit, "target_limit": target_limit,
                    "input_shape": [channels, size, size], "batch_norm": batch_norm,
-                   "optimizer": "adam", "preprocessing": {"scale": "0-1", "mean": None, "std": None}},
+                   "optimizer": "adam", "preprocessing": {"scale": "0-1", "mean": None, "std": None},
+                   "dtype": np.dtype(dtype).name},
         "source": {"dataset": source_task.name, "classes": source_task.classes,
                    "train_images": len(source_task.x_train), "test_images": len(source_task.x_test),
                    **{k: pretrained[k] for k in ("test_accuracy", "test_loss", "history", "seconds")}},

@@ -4,6 +4,8 @@ Every function returns a fresh ``Sequential``; its ``spec`` says what it eats an
 """
 from dataclasses import replace
 
+import numpy as np
+
 from ..core.random import get_rng
 from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LogSoftmax,
                       MaxPool2D, ReLU, Sequential, Softmax)
@@ -86,32 +88,34 @@ def convnet(rng=None):
 # ----------------------------------------------------------------------------------------
 # transfer learning (minicnn.transfer, lesson 14): a convolutional base and a head, by name
 # ----------------------------------------------------------------------------------------
-def transfer_base(in_channels=1, batch_norm=True, rng=None):
+def transfer_base(in_channels=1, batch_norm=True, rng=None, dtype=np.float32):
     """The convolutional base: C×S×S → (conv 3×3 pad 1 → BatchNorm → ReLU → max-pool) × 2 → flat.
 
     (N, C, S, S) -> (N, 32·(S//4)²): 16 then 32 channels; each max-pool halves S (rounding
     down), so Fashion-MNIST's 28×28 gives 32·7·7 = 1568 features. Without ``batch_norm``
     the convolutions get a bias instead (a BatchNorm's β makes a conv's bias redundant).
+    ``dtype``: what every layer computes in (float64 gives the same digits on every CPU).
     """
     rng = get_rng(rng)
     layers = []
     for i, (c_in, c_out) in enumerate(((in_channels, 16), (16, 32)), start=1):
-        conv = Conv2D(c_in, c_out, 3, padding=1, bias=not batch_norm, rng=rng)
+        conv = Conv2D(c_in, c_out, 3, padding=1, bias=not batch_norm, dtype=dtype, rng=rng)
         layers.append((f"conv{i}", conv))
         if batch_norm:
-            layers.append((f"bn{i}", BatchNorm2D(c_out)))
+            layers.append((f"bn{i}", BatchNorm2D(c_out, dtype=dtype)))
         layers += [(f"relu{i}", ReLU()), (f"pool{i}", MaxPool2D(2))]
     return Sequential(layers + [("flatten", Flatten())])
 
 
-def transfer_head(in_features, num_classes, hidden=128, rng=None):
+def transfer_head(in_features, num_classes, hidden=128, rng=None, dtype=np.float32):
     """The Alien-vs-Predator article's head: Dense ``hidden`` → ReLU → Dense ``num_classes`` (logits)."""
     rng = get_rng(rng)
-    return Sequential([("fc1", Dense(in_features, hidden, rng=rng)), ("relu", ReLU()),
-                       ("fc2", Dense(hidden, num_classes, rng=rng))])
+    return Sequential([("fc1", Dense(in_features, hidden, dtype=dtype, rng=rng)), ("relu", ReLU()),
+                       ("fc2", Dense(hidden, num_classes, dtype=dtype, rng=rng))])
 
 
-def transfer_cnn(num_classes=5, in_channels=1, image_size=28, batch_norm=True, hidden=128, rng=None):
+def transfer_cnn(num_classes=5, in_channels=1, image_size=28, batch_norm=True, hidden=128, rng=None,
+                 dtype=np.float32):
     """Sequential(features=transfer_base(...), head=transfer_head(...)): (N, C, S, S) -> (N, classes).
 
     The two parts have names so that transfer learning reads as it does in Keras or PyTorch:
@@ -124,5 +128,5 @@ def transfer_cnn(num_classes=5, in_channels=1, image_size=28, batch_norm=True, h
     if side < 1:
         raise ValueError(f"transfer_cnn: image_size {image_size} is too small: two 2×2 max-pools "
                          f"leave {image_size} // 2 // 2 = {side} pixels")
-    return Sequential([("features", transfer_base(in_channels, batch_norm, rng)),
-                       ("head", transfer_head(32 * side * side, num_classes, hidden, rng))])
+    return Sequential([("features", transfer_base(in_channels, batch_norm, rng, dtype)),
+                       ("head", transfer_head(32 * side * side, num_classes, hidden, rng, dtype))])
