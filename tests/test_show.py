@@ -7,7 +7,7 @@ Without chromium or playwright the browser tests skip with the reason, and under
 MINICNN_REQUIRE_FRAMEWORKS=1 (``make test``, which installs chromium when root) a skip fails.
 
 ``pytest tests/test_show.py --update-golden`` also rewrites the README's screenshot,
-lessons/figures/show-page.png, from the page the test opens.
+docs/show-page.png, from the page the test opens.
 """
 import base64
 import io
@@ -27,7 +27,7 @@ from twins import requires_torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = ROOT / "lessons" / "figures" / "show-page.png"
+SCREENSHOT = ROOT / "docs" / "show-page.png"
 #: chromium in a container: no sandbox (no user namespaces), no GPU, nothing that calls home
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -248,4 +248,4 @@ def test_the_readme_screenshot_is_committed():
     with Image.open(SCREENSHOT) as img:
         assert img.format == "PNG" and img.width >= 600
     assert SCREENSHOT.stat().st_size < 150_000, "keep the screenshot small"
-    assert "lessons/figures/show-page.png" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/show-page.png" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -212,6 +212,11 @@ def _read(path, arrays=True):
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
             if isinstance(err, (CheckpointError, PermissionError)):
                 raise
+            if "allow_pickle" in str(err):
+                # an entry holds Python objects, which only unpickling could rebuild
+                raise CheckpointError(f"{path} holds pickled Python objects ({err}); minicnn never "
+                                      f"unpickles a file, which could run any code: use a "
+                                      f"checkpoint written by minicnn") from None
             raise CheckpointError(f"{path} is truncated or corrupt ({err}); use an earlier copy, "
                                   f"or train again") from None
     return meta, entries
