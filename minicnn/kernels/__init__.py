@@ -9,9 +9,12 @@
 
 The modules of a family have the same functions and signatures, e.g. for convolution
 ``forward(x, w, b, stride, pads, dilation) -> (out, cache)`` and
-``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. The layers ask ``conv()``, ``pool()``
-or ``elementwise()`` for the module to use, one rule for every family; choose with ``MINICNN_KERNELS=loops``
-(or ``fast``) in the environment, ``use("loops")``, or ``with using("loops"): ...``.
+``backward(dout, cache, need_dx=True) -> (dx, dw, db)``, and one vocabulary for the names
+inside: N, C, H, W, O, KH, KW, stride_h/stride_w, pad_top/pad_bottom/pad_left/pad_right,
+dil_h/dil_w, x_pad (N, C, H_pad, W_pad), H_out, W_out, and the gradients dout, dx, dw, db.
+The layers ask ``conv()``, ``pool()`` or ``elementwise()`` for the module to use, one rule for
+every family; choose with ``MINICNN_KERNELS=loops`` (or ``fast``) in the environment,
+``use("loops")``, or ``with using("loops"): ...``.
 """
 import os
 from contextlib import contextmanager
