@@ -111,11 +111,13 @@ def test_table_shows_every_row_and_the_thread_count(result):
 
 def test_cold_compile_is_measured_from_an_empty_cache(result):
     cold = result["cold_compile"]
-    assert cold["model"] == "lenet5" and cold["first_batch_s"] > 0
-    # an empty cache: everything the first batch needed was compiled, nothing loaded
-    assert cold["compiled"] > 0 and cold["loaded"] == 0
+    assert cold["model"] == "lenet5" and 0 < cold["first_batch_s"] <= cold["all_compiled_s"]
+    # an empty cache: the kernels compiled in the background, in a child process; this process
+    # ran its first batch meanwhile and then only loaded what the child wrote to the cache
+    assert cold["background"] and cold["compiled"] == 0 and cold["loaded"] > 0
     text = bench.table(result)
     assert f"first training batch done after {cold['first_batch_s']:.1f} s" in text
+    assert f"every kernel compiled after {cold['all_compiled_s']:.1f} s" in text
 
 
 def test_first_run_is_reported_apart(result):

@@ -115,6 +115,12 @@ _noticed = False
 _checked = set()    # kernels already looked at: the look-up below costs ~30 µs, a call ~1 µs
 
 
+def silence_notice():
+    """No compile notice from now on (a background compile says so itself)."""
+    global _noticed
+    _noticed = True
+
+
 def notice_once(kernel):
     """Say once per process, on stderr, that Numba is compiling (a first run takes seconds).
 
