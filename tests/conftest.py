@@ -10,6 +10,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Tests compare runs bit for bit (a resumed run with an uninterrupted one, two seeds alike): the
+# kernels compile in the foreground, never while the first batches run on NumPy's kernels
+# (minicnn.train.warmup; tests/test_warmup.py turns it back on where it is the subject).
+os.environ.setdefault("MINICNN_COMPILE", "wait")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 settings.register_profile(

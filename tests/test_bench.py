@@ -11,6 +11,7 @@ from realdata import load_or_skip
 from minicnn.apps import bench
 
 ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["lenet5", "resnet_small"]
 
 
 @pytest.fixture(scope="module")
@@ -19,44 +20,104 @@ def result():
     load_or_skip("fashion-mnist", "test")
     env = {k: v for k, v in os.environ.items() if k != "MINICNN_BENCH_THREADS"}
     done = subprocess.run([sys.executable, "-m", "minicnn.bench", "--smoke", "--json",
-                           "--models", "lenet5", "--threads", "1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                           "--models", ",".join(MODELS), "--threads", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
 
+def _expected_keys():
+    """Every (model, task, framework) with a twin in reference/: resnet_small has none in Keras."""
+    return sorted((m, t, f) for m in MODELS for t in ("train", "predict") for f in bench.FRAMEWORKS
+                  if not (m == "resnet_small" and f == "keras"))
+
+
 def test_one_train_and_one_predict_row_per_framework(result):
     keys = [(r["model"], r["task"], r["framework"]) for r in result["rows"]]
-    assert sorted(keys) == sorted((m, t, f) for m in ["lenet5"] for t in ("train", "predict")
-                                  for f in bench.FRAMEWORKS)
-    assert result["threads"] == 1 and result["batch_size"] == {"train": 64, "predict": 200}
+    assert sorted(keys) == _expected_keys()
+    assert result["threads"] == 1
+    assert result["batch_size"] == {"train": 64,
+                                    "predict": {"lenet5": 1000, "resnet_small": 500}}
+    assert result["missing"] == [{"model": "resnet_small", "framework": "keras",
+                                  "why": "no resnet_small in reference/keras/models.py"}]
 
 
 def test_rows_are_computed_from_the_measured_times(result):
-    flops = 2 * bench.macs_per_sample("lenet5")
-    by_key = {(r["task"], r["framework"]): r for r in result["rows"]}
-    for (task, fw), r in by_key.items():
+    peak = result["sgemm_peak_gflops"]
+    by_key = {(r["model"], r["task"], r["framework"]): r for r in result["rows"]}
+    for (model, task, fw), r in by_key.items():
+        flops = 2 * bench.macs_per_sample(model)
         assert len(r["times_s"]) == result["repeat"] == 2
         assert r["min_s"] == min(r["times_s"]) and r["max_s"] == max(r["times_s"])
         assert r["median_s"] == pytest.approx(sum(r["times_s"]) / 2)
-        assert r["images"] == (64 * 2 if task == "train" else 200)
+        predict_images = 200                         # --smoke: 200 test images, 1 cnn batch
+        assert r["images"] == ((64 * 2 if model == "lenet5" else 64) if task == "train"
+                               else predict_images)
         assert r["images_per_s"] == pytest.approx(r["images"] / r["median_s"])
         per_image = 3 * flops if task == "train" else flops
         assert r["gflops"] == pytest.approx(r["images"] * per_image / r["median_s"] / 1e9)
+        assert r["sgemm_share"] == pytest.approx(r["gflops"] / peak)
         assert r["first_call_s"] > 0
-        mine = by_key[(task, "minicnn")]["median_s"]
+        mine = by_key[(model, task, "minicnn")]["median_s"]
         assert r["ratio_minicnn_over"] == pytest.approx(mine / r["median_s"])
+
+
+def test_sgemm_peak_and_cpu_are_reported(result):
+    assert result["sgemm_peak_gflops"] > 0 and result["cpu"]
+    text = bench.table(result)
+    assert f"sgemm peak: {result['sgemm_peak_gflops']:.0f} GFLOP/s" in text
+    assert f"CPU: {result['cpu']}" in text
+
+
+def test_peak_memory_is_measured_per_row(result):
+    """Each framework runs in its own process: every row has its own peak RSS, at least the
+    size of the row's data (the training images alone are float32 arrays)."""
+    for r in result["rows"]:
+        assert r["peak_rss_mb"] > 1
+    lenet_data_mb = 60000 * 28 * 28 * 4 / 2 ** 20     # the Fashion-MNIST training images
+    for r in result["rows"]:
+        if r["model"] == "lenet5":
+            assert r["peak_rss_mb"] > lenet_data_mb
+
+
+def test_summary_has_both_ratios_and_the_faster(result):
+    by_key = {(r["model"], r["task"], r["framework"]): r for r in result["rows"]}
+    assert [(s["model"], s["task"]) for s in result["summary"]] == [
+        (m, t) for m in MODELS for t in ("train", "predict")]
+    for s in result["summary"]:
+        torch_row = by_key[(s["model"], s["task"], "torch")]
+        assert s["vs_torch"] == torch_row["ratio_minicnn_over"]
+        keras_row = by_key.get((s["model"], s["task"], "keras"))
+        assert s["vs_keras"] == (keras_row and keras_row["ratio_minicnn_over"])
+        assert s["vs_fastest"] == max(x for x in (s["vs_torch"], s["vs_keras"]) if x)
+        assert set(s["peak_rss_mb"]) == ({"minicnn", "torch", "keras"} if keras_row
+                                         else {"minicnn", "torch"})
 
 
 def test_table_shows_every_row_and_the_thread_count(result):
     text = bench.table(result)
     assert "threads: 1" in text
-    body = [line for line in text.splitlines() if line.startswith("lenet5")]
+    body = [line for line in text.splitlines()
+            if line.split()[:1] in (["lenet5"], ["resnet_small"])
+            and line.split()[2] in bench.FRAMEWORKS]
     assert len(body) == len(result["rows"])
     for line, r in zip(body, result["rows"]):
-        assert line.split()[:3] == ["lenet5", r["task"], r["framework"]]
+        assert line.split()[:3] == [r["model"], r["task"], r["framework"]]
+        assert f"{r['peak_rss_mb']:.0f}" in line
         if r["framework"] != "minicnn":
             assert f"{r['ratio_minicnn_over']:.2f}" in line
+    assert "not measured: resnet_small keras" in text
+
+
+def test_cold_compile_is_measured_from_an_empty_cache(result):
+    cold = result["cold_compile"]
+    assert cold["model"] == "lenet5" and 0 < cold["first_batch_s"] <= cold["all_compiled_s"]
+    # an empty cache: the kernels compiled in the background, in a child process; this process
+    # ran its first batch meanwhile and then only loaded what the child wrote to the cache
+    assert cold["background"] and cold["compiled"] == 0 and cold["loaded"] > 0
+    text = bench.table(result)
+    assert f"first training batch done after {cold['first_batch_s']:.1f} s" in text
+    assert f"every kernel compiled after {cold['all_compiled_s']:.1f} s" in text
 
 
 def test_first_run_is_reported_apart(result):
@@ -74,6 +135,11 @@ def test_first_run_is_reported_apart(result):
 def test_median_of_odd_and_even_counts():
     assert bench._median([3.0, 1.0, 2.0]) == 2.0
     assert bench._median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+def test_twins_are_read_from_the_reference_models():
+    assert bench.has_twin("torch", "resnet_small") and bench.has_twin("keras", "lenet5")
+    assert not bench.has_twin("keras", "resnet_small")
 
 
 def test_bad_arguments_are_refused():

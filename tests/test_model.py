@@ -238,3 +238,24 @@ def test_nested_repr_is_indented_like_torch():
     assert repr(named_cnn()).splitlines()[:3] == [
         "Sequential(", "  (features): Sequential(",
         "    (0): Conv2D(2, 3, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))"]
+
+
+def test_no_grad_predicts_the_same_and_keeps_no_caches():
+    """Under no_grad every layer forgets what backward needs once its forward is done (the
+    memory of a prediction), and the outputs are those of a plain forward pass."""
+    import minicnn as mc
+    from minicnn.layers import no_grad
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
+    model = mc.zoo.resnet_small(rng=0)
+    model.eval()
+    expected = model(x)
+    assert any(getattr(m, "_cache", None) is not None for _, m in model.named_modules())
+    with no_grad():
+        got = model(x)
+    np.testing.assert_array_equal(got, expected)
+    for name, m in model.named_modules():
+        assert getattr(m, "_cache", None) is None and getattr(m, "_x", None) is None, name
+    # and outside the block, layers keep their caches again
+    model(x)
+    assert any(getattr(m, "_cache", None) is not None for _, m in model.named_modules())

@@ -1,46 +1,61 @@
-"""How fast minicnn trains and predicts, next to PyTorch and Keras, in one process, on the CPU.
+"""How fast minicnn trains and predicts, next to PyTorch and Keras, on the CPU, and how close it
+comes to the machine's own limit.
 
-    python -m minicnn.bench                       # full epoch of LeNet-5, 2 threads, 3 repeats
+    python -m minicnn.bench                       # LeNet-5 (a full epoch), mnist_cnn, resnet_small
     python -m minicnn.bench --batches 100 --json  # shorter, machine-readable
     python -m minicnn.bench --smoke               # a few batches: checks that it runs, not speed
 
-Every framework gets the same data (Fashion-MNIST via ``minicnn.data.load``, scaled to [0, 1]),
-the same batch size (64 for training, 1000 for prediction), the same optimiser (Adam, lr 1e-3)
-and the same number of threads (``--threads``, 2 by default). The thread count has to be fixed
-before NumPy, Numba, PyTorch and TensorFlow start their thread pools, so ``python -m
-minicnn.bench`` re-runs itself once with OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS
-and NUMBA_NUM_THREADS set; torch.set_num_threads and TensorFlow's threading config are set too.
-minicnn computes on Numba's threads (its matrix products run inside them, one thread each);
-PyTorch is imported first, so that the one OpenMP runtime of the process is PyTorch's own.
+Every framework gets the same data, the same batch size (64 for training, 1000 for prediction,
+500 for resnet_small), the same optimiser (Adam, lr 1e-3) and the same number of threads
+(``--threads``, 2 by default). LeNet-5 and mnist_cnn read Fashion-MNIST (``minicnn.data.load``,
+scaled to [0, 1]); resnet_small reads random 3×64×64 images (seeded), since its photos are not
+part of every machine. The thread count has to be fixed before NumPy, Numba, PyTorch and
+TensorFlow start their thread pools, so ``python -m minicnn.bench`` re-runs itself once with
+OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and NUMBA_NUM_THREADS set;
+torch.set_num_threads and TensorFlow's threading config are set too.
 
-Measured, per model:
+Each (model, framework) runs in a process of its own, one after the other, so that its peak
+resident memory is its own: the peak RSS of each row (Linux: the process's high-water mark,
+reset before the row; elsewhere ``ru_maxrss``, which only grows) includes the interpreter, the
+framework and the row's data. Measured, per model:
 
 * train: ``--batches`` (LeNet-5; default a full epoch, 938 batches) or ``--cnn-batches``
-  (mnist_cnn) training steps with Adam;
-* predict: forward passes over the 10,000 test images, batch 1000, in eval mode.
+  (the others) training steps with Adam;
+* predict: forward passes over the test images (10,000; 2,000 for resnet_small), in eval mode.
 
 Each measurement is repeated ``--repeat`` times; the table shows the median and the spread
 (min–max). The first call of each (a warm-up batch, where Keras traces its tf.function) is timed
 separately and not part of the median. Before anything is timed, minicnn runs one training step
-and one prediction of every model: there Numba compiles its kernels, once per machine (or loads
-them from its on-disk cache); that time, and how many kernel versions were compiled or loaded,
-is reported on its own line.
+and one prediction of the model: Numba loads its compiled kernels from its on-disk cache there.
+Apart from the rows, the benchmark measures:
+
+* the sgemm peak: NumPy's float32 matrix product of large square matrices on the same threads
+  (the best of several), the most this machine's BLAS does; each row shows its share of it;
+* the cold compile: a fresh process with an empty Numba cache (``NUMBA_CACHE_DIR`` pointing to
+  a new temporary folder) starts like ``python -m minicnn train`` on the first model: the
+  kernels compile in a background thread while the first batch runs on NumPy's kernels
+  (``minicnn.train.warmup``); the seconds from the process's start until that first batch is
+  done, and until every kernel of the model is compiled.
 
 GFLOP/s counts 2 FLOPs per multiply-add of the shape tracer (``minicnn.trace``: convolutions and
-dense layers only; activations, pooling, loss and the optimiser are not counted). A training
-step counts 3× the forward multiply-adds: the forward pass, the gradient of the input and the
-gradient of the weights each cost about one forward pass.
+dense layers only; activations, pooling, normalisation, loss and the optimiser are not counted).
+A training step counts 3× the forward multiply-adds: the forward pass, the gradient of the input
+and the gradient of the weights each cost about one forward pass.
 """
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 FRAMEWORKS = ("minicnn", "torch", "keras")
+MODELS = ("lenet5", "mnist_cnn", "resnet_small")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _MARK = "MINICNN_BENCH_THREADS"
 EPOCH_BATCHES = 938                    # ceil(60000 / 64)
+SYNTHETIC_PREDICT = 2000               # resnet_small: 2,000 random images of 3×64×64 (98 MB)
 
 
 def parser():
@@ -48,18 +63,23 @@ def parser():
     p.add_argument("--batches", type=int, default=EPOCH_BATCHES,
                    help="LeNet-5 training batches of 64 (default: one epoch, %(default)s)")
     p.add_argument("--cnn-batches", type=int, default=50,
-                   help="mnist_cnn training batches of 64 (default %(default)s)")
+                   help="mnist_cnn and resnet_small training batches of 64 (default %(default)s)")
     p.add_argument("--predict-images", type=int, default=10000,
                    help="test images for the forward-only throughput (default %(default)s)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions; the median is shown")
     p.add_argument("--threads", type=int, default=2, help="threads for every framework")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
                    help="comma-separated subset of minicnn,torch,keras")
-    p.add_argument("--models", default="lenet5,mnist_cnn", help="comma-separated zoo names")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo names")
     p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--no-cold", action="store_true",
+                   help="skip the cold-compile measurement (it compiles every kernel once)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--smoke", action="store_true",
                    help="tiny batch counts, one repeat: checks that the benchmark runs")
+    # internal: one (framework, model) in this process, or the cold compile; prints JSON
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--cold-worker", help=argparse.SUPPRESS)
     return p
 
 
@@ -75,7 +95,74 @@ def set_thread_env(threads):
 
 
 # ----------------------------------------------------------------------------------------
-# one framework at a time: each returns (first_call_seconds, [seconds per repetition])
+# memory and the machine's peak
+# ----------------------------------------------------------------------------------------
+def _status_kb(field):
+    """A ``/proc/self/status`` field in kB (VmRSS, VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Start a new peak: Linux resets the high-water mark VmHWM to the current RSS when "5" is
+    written to clear_refs. Returns True if it could."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb():
+    """The process's peak resident memory in MB: VmHWM (since the last reset) where Linux gives
+    it, else ru_maxrss (since the start; kB on Linux, bytes on macOS)."""
+    hwm = _status_kb("VmHWM")
+    if hwm is not None:
+        return hwm / 1024
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20 if sys.platform == "darwin" else 1024)
+
+
+def sgemm_peak(size=3072, tries=5):
+    """The machine's float32 matrix-product speed, GFLOP/s: NumPy's sgemm of two (size, size)
+    matrices on the threads BLAS was given, the best of ``tries`` (after one untimed call)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)
+    best = float("inf")
+    for _ in range(tries):
+        t = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
+
+
+def cpu_name():
+    """The CPU's model name (Linux /proc/cpuinfo), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
+# ----------------------------------------------------------------------------------------
+# one framework at a time: each returns (first_call_seconds, [seconds per repetition], peak MB)
 # ----------------------------------------------------------------------------------------
 def _batches(x, y, count, batch_size):
     """count (x, y) batches cycling through the data in order."""
@@ -86,6 +173,8 @@ def _batches(x, y, count, batch_size):
 
 
 def _time(fn, repeat):
+    """(first call s, [repeat times s], peak RSS MB during them)."""
+    reset_peak_rss()
     first = time.perf_counter()
     fn(warmup=True)
     first = time.perf_counter() - first
@@ -94,11 +183,36 @@ def _time(fn, repeat):
         t = time.perf_counter()
         fn(warmup=False)
         times.append(time.perf_counter() - t)
-    return first, times
+    return first, times, peak_rss_mb()
+
+
+def predict_batch_size(name):
+    return 500 if name == "resnet_small" else 1000
+
+
+def model_data(name, dataset, batches, predict_images):
+    """x (N, C, H, W) float32, y (N,) int64 for training, x_test for prediction. The zoo models
+    of 1×28×28 read ``dataset``; the others random images of their input shape (seeded)."""
+    import numpy as np
+
+    from .. import data, zoo
+    shape = tuple(zoo.spec(name).input_shape)
+    if shape == (1, 28, 28):
+        x, y = data.load(dataset, "train")
+        x_test, _ = data.load(dataset, "test")
+        return data.to_float(x), y.astype(np.int64), data.to_float(x_test)[:predict_images]
+    rng = np.random.default_rng(0)
+    n = 64 * min(batches, 20)                 # the batches cycle through 20 distinct ones
+    x = rng.random((n,) + shape, dtype=np.float32)
+    classes = list(zoo.get(name, rng=0).parameters())[-1].data.shape[0]   # the last bias
+    y = rng.integers(0, classes, n).astype(np.int64)
+    x_test = rng.random((min(predict_images, SYNTHETIC_PREDICT),) + shape, dtype=np.float32)
+    return x, y, x_test
 
 
 def warm_up_minicnn(models, x, y):
-    """Compile (or load from Numba's cache) every kernel the models use, timed.
+    """Compile (or load from Numba's cache) every kernel the models use, timed: one training
+    step and one prediction of each model on x[:64], y[:64].
 
     Returns {"seconds", "compiled", "loaded", "threading_layer", "threads"}; the counts are
     kernel versions (one per dtype and argument layout), None when the kernels are not Numba's.
@@ -125,8 +239,9 @@ def warm_up_minicnn(models, x, y):
             "threading_layer": numba.threading_layer(), "threads": numba.get_num_threads()}
 
 
-def bench_minicnn(name, x, y, x_test, batches, repeat, predict_batch):
+def bench_minicnn(name, x, y, x_test, batches, repeat, predict_batch, threads):
     from .. import losses, optim, zoo
+    from ..layers import no_grad
     from ..train import loop as training
     model = zoo.get(name, rng=0)
     criterion = losses.get(model.spec.loss)
@@ -139,8 +254,9 @@ def bench_minicnn(name, x, y, x_test, batches, repeat, predict_batch):
 
     def predict(warmup):
         model.eval()
-        for start in range(0, predict_batch if warmup else len(x_test), predict_batch):
-            model(x_test[start:start + predict_batch])
+        with no_grad():         # as PyTorch's torch.no_grad: no caches kept for backward
+            for start in range(0, predict_batch if warmup else len(x_test), predict_batch):
+                model(x_test[start:start + predict_batch])
 
     return _time(train, repeat), _time(predict, repeat)
 
@@ -198,6 +314,7 @@ def bench_keras(name, x, y, x_test, batches, repeat, predict_batch, threads):
 
     # the same batches as the others (cycling through the data in order), laid out once
     xs, ys = (np.concatenate([b[i] for b in _batches(x, y, batches, 64)]) for i in (0, 1))
+    del x
 
     def train(warmup):
         n = 64 * (1 if warmup else batches)
@@ -208,6 +325,94 @@ def bench_keras(name, x, y, x_test, batches, repeat, predict_batch, threads):
         model.predict(data, batch_size=predict_batch, verbose=0)
 
     return _time(train, repeat), _time(predict, repeat)
+
+
+def has_twin(framework, name):
+    """Whether reference/ has the model for this framework (read from the source, so that
+    asking does not import the framework)."""
+    if framework == "minicnn":
+        return True
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "reference", framework,
+                        "models.py")
+    try:
+        with open(path) as f:
+            source = f.read()
+    except OSError:
+        return False
+    block = source[source.index("MODELS = {"):] if "MODELS = {" in source else ""
+    return re.search(r'"%s"\s*:' % re.escape(name), block[:block.find("}") + 1]) is not None
+
+
+def worker(spec, args):
+    """``--worker framework:model``: this process runs one framework on one model, returns
+    {"train": ..., "predict": ..., "images": ..., "first_run": ...}."""
+    framework, name = spec.split(":")
+    if framework == "torch":
+        import torch  # noqa: F401  (before Numba: the one OpenMP runtime is PyTorch's own)
+    batches = args.batches if name == "lenet5" else args.cnn_batches
+    x, y, x_test = model_data(name, args.dataset, batches, args.predict_images)
+    predict_batch = min(predict_batch_size(name), len(x_test))
+    common = (name, x, y, x_test, batches, args.repeat, predict_batch, args.threads)
+    first_run = None
+    if framework == "minicnn":
+        first_run = warm_up_minicnn([name], x, y)
+        train, predict = bench_minicnn(*common)
+    elif framework == "torch":
+        train, predict = bench_torch(*common)
+    else:
+        train, predict = bench_keras(*common)
+    return {"train": train, "predict": predict, "first_run": first_run,
+            "images": {"train": 64 * batches, "predict": len(x_test)},
+            "predict_batch": predict_batch}
+
+
+def cold_worker(name, dataset):
+    """``--cold-worker model``, run with NUMBA_CACHE_DIR pointing to an empty folder, as
+    ``python -m minicnn train`` starts: the kernels compile in the background
+    (``minicnn.train.warmup``) while the first training batch runs on NumPy's kernels. Returns
+    the seconds from the start of this process until that first batch is done, and until every
+    kernel is compiled."""
+    start = time.perf_counter()
+    from .. import zoo
+    from ..kernels import jit
+    from ..train import loop as training
+    from ..train import warmup
+    x, y, _ = model_data(name, dataset, 1, 64)
+    ready = time.perf_counter()
+    model = zoo.get(name, rng=0)
+    model.compile(optimizer="adam", loss=model.spec.loss, lr=1e-3)
+    thread = warmup.compile_in_background(model, x[:64], y[:64], build=(name, {}),
+                                           log=lambda line: None)
+    training.train_step(model, model.loss, model.optimizer, x[:64], y[:64])
+    first_batch = time.perf_counter()
+    if thread is not None:
+        thread.join()
+    compiled_all = time.perf_counter()
+    compiled, loaded = jit.compile_counts()
+    return {"model": name, "import_and_data_s": ready - start,
+            "first_batch_s": first_batch - start, "all_compiled_s": compiled_all - start,
+            "background": thread is not None, "compiled": compiled, "loaded": loaded}
+
+
+def _subprocess(flag, value, args, env=None):
+    """Run this benchmark's ``flag value`` in a fresh Python; returns its JSON answer."""
+    argv = [sys.executable, "-m", "minicnn.bench", flag, value, "--threads", str(args.threads),
+            "--batches", str(args.batches), "--cnn-batches", str(args.cnn_batches),
+            "--repeat", str(args.repeat), "--predict-images", str(args.predict_images),
+            "--dataset", args.dataset]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"error: the benchmark's {flag} {value} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
+
+
+def cold_compile(name, args):
+    """The cold compile of ``name`` in a fresh process with an empty Numba cache."""
+    with tempfile.TemporaryDirectory(prefix="minicnn-cold-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env.pop("MINICNN_COMPILE", None)   # what a new user's first run does: compile behind it
+        return _subprocess("--cold-worker", name, args, env)
 
 
 # ----------------------------------------------------------------------------------------
@@ -225,13 +430,18 @@ def _median(values):
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
-def make_row(model, task, framework, images, flops_per_image, first, times):
-    """One table row: times in seconds, images/s and GFLOP/s from the median time."""
+def make_row(model, task, framework, images, flops_per_image, first, times, peak_mb=None,
+             sgemm_gflops=None):
+    """One table row: times in seconds, images/s and GFLOP/s from the median time, the share of
+    the sgemm peak, the peak resident memory in MB."""
     med = _median(times)
+    gflops = images * flops_per_image / med / 1e9
     return {"model": model, "task": task, "framework": framework, "images": images,
             "first_call_s": first, "times_s": times, "median_s": med,
             "min_s": min(times), "max_s": max(times),
-            "images_per_s": images / med, "gflops": images * flops_per_image / med / 1e9}
+            "images_per_s": images / med, "gflops": gflops,
+            "sgemm_share": gflops / sgemm_gflops if sgemm_gflops else None,
+            "peak_rss_mb": peak_mb}
 
 
 def add_ratios(rows):
@@ -243,59 +453,104 @@ def add_ratios(rows):
     return rows
 
 
-def run(args, log=print):
-    import numpy as np  # noqa: F401  (after the thread variables are set)
-    if "torch" in args.frameworks.split(","):
-        # A process holds one OpenMP runtime (libgomp.so.1), shared by PyTorch and Numba's
-        # thread pool; whoever loads it first chooses the copy. PyTorch run on the system's
-        # copy (loaded by Numba first) was measured 2x slower than on its own: import it first.
-        import torch  # noqa: F401
+def summarise(rows):
+    """One line per (model, task): minicnn's GFLOP/s and sgemm share, time(minicnn) / time(x)
+    for PyTorch, Keras and the faster of them, and each framework's peak memory."""
+    out = []
+    for key in dict.fromkeys((r["model"], r["task"]) for r in rows):
+        here = {r["framework"]: r for r in rows if (r["model"], r["task"]) == key}
+        mine = here.get("minicnn")
+        others = [r for f, r in here.items() if f != "minicnn"]
+        fastest = min(others, key=lambda r: r["median_s"]) if others else None
+        out.append({
+            "model": key[0], "task": key[1],
+            "gflops": mine and mine["gflops"], "sgemm_share": mine and mine["sgemm_share"],
+            "vs_torch": here["torch"]["ratio_minicnn_over"] if "torch" in here and mine else None,
+            "vs_keras": here["keras"]["ratio_minicnn_over"] if "keras" in here and mine else None,
+            "vs_fastest": fastest["ratio_minicnn_over"] if fastest and mine else None,
+            "peak_rss_mb": {f: r["peak_rss_mb"] for f, r in here.items()}})
+    return out
 
-    from .. import data, kernels
+
+def run(args, log=print):
     frameworks = [f for f in args.frameworks.split(",") if f]
     for f in frameworks:
         if f not in FRAMEWORKS:
             raise SystemExit(f"unknown framework {f!r}; choose from {','.join(FRAMEWORKS)}")
     models = [m for m in args.models.split(",") if m]
-    x, y = data.load(args.dataset, "train")
-    x_test, _ = data.load(args.dataset, "test")
-    x, x_test = data.to_float(x), data.to_float(x_test)[:args.predict_images]
-    y = y.astype(np.int64)
-    predict_batch = min(1000, len(x_test))
-    first_run = None
-    if "minicnn" in frameworks:
-        log("  minicnn    first run: compiling (or loading) the Numba kernels ...")
-        first_run = warm_up_minicnn(models, x, y)
-    rows = []
+    from .. import kernels, zoo
     for name in models:
-        batches = args.batches if name == "lenet5" else args.cnn_batches
+        zoo.spec(name)          # an unknown name fails here, before anything runs
+
+    log(f"  sgemm peak: NumPy float32 3072×3072 products on {args.threads} threads ...")
+    peaks = [sgemm_peak()]
+    cold = None
+    if "minicnn" in frameworks and not args.no_cold:
+        log(f"  cold compile: {models[0]} in a fresh process, empty Numba cache ...")
+        cold = cold_compile(models[0], args)
+    rows, first_runs, missing, measured = [], [], [], []
+    for name in models:
         flops = 2 * macs_per_sample(name)
         for fw in frameworks:
-            log(f"  {name:<10} {fw:<8} training {batches} batches, predicting "
-                f"{len(x_test)} images, {args.repeat}× ...")
-            common = (name, x, y, x_test, batches, args.repeat, predict_batch)
-            if fw == "minicnn":
-                train, predict = bench_minicnn(*common)
-            elif fw == "torch":
-                train, predict = bench_torch(*common, args.threads)
-            else:
-                train, predict = bench_keras(*common, args.threads)
-            rows.append(make_row(name, "train", fw, 64 * batches, 3 * flops, *train))
-            rows.append(make_row(name, "predict", fw, len(x_test), flops, *predict))
-    return {"threads": args.threads, "kernels": kernels.backend(), "minicnn_first_run": first_run,
-            "dataset": args.dataset,
-            "batch_size": {"train": 64, "predict": predict_batch}, "repeat": args.repeat,
+            if not has_twin(fw, name):
+                missing.append({"model": name, "framework": fw,
+                                "why": f"no {name} in reference/{fw}/models.py"})
+                continue
+            log(f"  {name:<12} {fw:<8} in its own process, {args.repeat}× ...")
+            got = _subprocess("--worker", f"{fw}:{name}", args)
+            if got["first_run"]:
+                first_runs.append(got["first_run"])
+            for task, per_image in (("train", 3 * flops), ("predict", flops)):
+                measured.append((name, task, fw, got["images"][task], per_image, *got[task]))
+    # the peak again at the end: other programs only ever lower it, so the higher one counts
+    log("  sgemm peak, again ...")
+    peaks.append(sgemm_peak())
+    peak = max(peaks)
+    for name, task, fw, images, per_image, first, times, peak_mb in measured:
+        rows.append(make_row(name, task, fw, images, per_image, first, times, peak_mb, peak))
+    first_run = None
+    if first_runs:
+        first_run = dict(first_runs[0], seconds=sum(f["seconds"] for f in first_runs))
+        for key in ("compiled", "loaded"):
+            counts = [f[key] for f in first_runs]
+            first_run[key] = None if None in counts else sum(counts)
+    rows = add_ratios(rows)
+    return {"threads": args.threads, "kernels": kernels.backend(), "cpu": cpu_name(),
+            "sgemm_peak_gflops": peak, "sgemm_peaks_gflops": peaks, "cold_compile": cold,
+            "minicnn_first_run": first_run,
+            "dataset": args.dataset, "models": models,
+            "batch_size": {"train": 64, "predict": {m: predict_batch_size(m) for m in models}},
+            "repeat": args.repeat,
             "flops": "2 per multiply-add of conv/dense layers (minicnn.trace); train = 3x forward",
             "ratio": "time(minicnn) / time(framework): 1.0 = as fast, 2.0 = twice as slow",
-            "rows": add_ratios(rows)}
+            "memory": "peak resident memory of the row's own process (interpreter, framework, "
+                      "data), MB",
+            "rows": rows, "summary": summarise(rows), "missing": missing}
+
+
+def _fmt(value, spec, empty="–"):
+    return empty if value is None else format(value, spec)
 
 
 def table(result):
-    lines = [f"threads: {result['threads']} (OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS, "
-             f"torch.set_num_threads, tf intra/inter-op)   minicnn kernels: {result['kernels']}   "
-             f"data: {result['dataset']}   repeats: {result['repeat']} (median, min–max)",
+    lines = [f"CPU: {result['cpu']}   threads: {result['threads']} (OMP/OPENBLAS/MKL/"
+             f"NUMBA_NUM_THREADS, torch.set_num_threads, tf intra/inter-op)   minicnn kernels: "
+             f"{result['kernels']}   repeats: {result['repeat']} (median, min–max)",
+             f"sgemm peak: {result['sgemm_peak_gflops']:.0f} GFLOP/s (NumPy float32, 3072×3072, "
+             f"best of 5, measured before and after the rows: "
+             f"{' and '.join(f'{p:.0f}' for p in result['sgemm_peaks_gflops'])}); "
+             f"'% peak' = a row's GFLOP/s / this",
              f"GFLOP/s: {result['flops']}",
-             f"ratio: {result['ratio']}"]
+             f"ratio: {result['ratio']}",
+             f"peak MB: {result['memory']}"]
+    cold = result.get("cold_compile")
+    if cold:
+        lines.append(f"cold compile ({cold['model']}, empty Numba cache, as `python -m minicnn "
+                     f"train` starts): first training batch done after "
+                     f"{cold['first_batch_s']:.1f} s (NumPy kernels while Numba compiles in the "
+                     f"background), every kernel compiled after {cold['all_compiled_s']:.1f} s "
+                     f"({cold['compiled']} versions; import and data: "
+                     f"{cold['import_and_data_s']:.1f} s)")
     first = result.get("minicnn_first_run")
     if first and first["compiled"] is not None:
         done = (f"compiled {first['compiled']} kernel versions" if first["compiled"]
@@ -303,27 +558,47 @@ def table(result):
         lines.append(f"minicnn first run (not in the table): {first['seconds']:.1f} s, {done}, "
                      f"loaded {first['loaded']} from Numba's cache; Numba threads: "
                      f"{first['threads']} ({first['threading_layer']})")
+    for m in result.get("missing", []):
+        lines.append(f"not measured: {m['model']} {m['framework']} ({m['why']})")
     lines.append("")
-    head = (f"{'model':<10} {'task':<8} {'framework':<9} {'images':>7} {'median s':>9} "
-            f"{'min–max s':>15} {'images/s':>9} {'GFLOP/s':>8} {'ratio':>6} {'1st call s':>10}")
+    head = (f"{'model':<12} {'task':<8} {'framework':<9} {'images':>7} {'median s':>9} "
+            f"{'min–max s':>15} {'images/s':>9} {'GFLOP/s':>8} {'% peak':>6} {'ratio':>6} "
+            f"{'peak MB':>8} {'1st call s':>10}")
     lines += [head, "-" * len(head)]
     for r in result["rows"]:
-        ratio = "" if r["framework"] == "minicnn" else f"{r['ratio_minicnn_over']:.2f}"
-        lines.append(f"{r['model']:<10} {r['task']:<8} {r['framework']:<9} {r['images']:>7} "
+        ratio = "" if r["framework"] == "minicnn" else _fmt(r["ratio_minicnn_over"], ".2f")
+        share = _fmt(r["sgemm_share"] and 100 * r["sgemm_share"], ".0f")
+        lines.append(f"{r['model']:<12} {r['task']:<8} {r['framework']:<9} {r['images']:>7} "
                      f"{r['median_s']:>9.3f} {r['min_s']:>7.3f}–{r['max_s']:<7.3f} "
-                     f"{r['images_per_s']:>9.0f} {r['gflops']:>8.2f} {ratio:>6} "
-                     f"{r['first_call_s']:>10.3f}")
+                     f"{r['images_per_s']:>9.0f} {r['gflops']:>8.2f} {share:>6} {ratio:>6} "
+                     f"{_fmt(r['peak_rss_mb'], '.0f'):>8} {r['first_call_s']:>10.3f}")
+    lines.append("")
+    head = (f"{'model':<12} {'task':<8} {'GFLOP/s':>8} {'% peak':>6} {'vs torch':>8} "
+            f"{'vs keras':>8} {'vs best':>7}  peak MB minicnn / torch / keras")
+    lines += [head, "-" * len(head)]
+    for s in result["summary"]:
+        mb = " / ".join(_fmt(s["peak_rss_mb"].get(f), ".0f") for f in FRAMEWORKS)
+        lines.append(f"{s['model']:<12} {s['task']:<8} {_fmt(s['gflops'], '.1f'):>8} "
+                     f"{_fmt(s['sgemm_share'] and 100 * s['sgemm_share'], '.0f'):>6} "
+                     f"{_fmt(s['vs_torch'], '.2f'):>8} {_fmt(s['vs_keras'], '.2f'):>8} "
+                     f"{_fmt(s['vs_fastest'], '.2f'):>7}  {mb}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None, out=None):
     args = parser().parse_args(argv)
+    out = out or sys.stdout
+    if args.worker or args.cold_worker:
+        answer = (worker(args.worker, args) if args.worker
+                  else cold_worker(args.cold_worker, args.dataset))
+        json.dump(answer, out)
+        out.write("\n")
+        return 0
     if args.smoke:
         args.batches, args.cnn_batches, args.repeat = 2, 1, 2
         args.predict_images = min(args.predict_images, 200)
     if args.batches < 1 or args.cnn_batches < 1 or args.repeat < 1 or args.threads < 1:
         raise SystemExit("--batches, --cnn-batches, --repeat and --threads must be >= 1")
-    out = out or sys.stdout
     log = (lambda s: print(s, file=sys.stderr)) if args.json else (lambda s: print(s, file=out))
     result = run(args, log)
     if args.json:

@@ -25,6 +25,7 @@ from ..core.files import atomic_write
 from ..core.random import manual_seed
 from ..train import checkpoint as ckpt
 from ..train import loop as training
+from ..train import warmup
 from . import plots, run_folders, runs, show, transfer
 from .runs import prepare, probabilities
 
@@ -40,11 +41,17 @@ def schedule(name, lr, epochs):
     raise ValueError(f"unknown schedule {name!r}")
 
 
-def folder_model(args, spec, classes):
-    """The zoo model for an image folder: its classes, and --image-size where the model takes it."""
+def folder_kwargs(args, spec, classes):
+    """The zoo arguments for an image folder: its classes, and --image-size if it differs."""
     kwargs = {"num_classes": len(classes)}
     if args.image_size and args.image_size != spec.input_shape[1]:
         kwargs["image_size"] = args.image_size
+    return kwargs
+
+
+def folder_model(args, spec, classes):
+    """The zoo model for an image folder: its classes, and --image-size where the model takes it."""
+    kwargs = folder_kwargs(args, spec, classes)
     try:
         return zoo.get(args.model, rng=args.seed, **kwargs)
     except TypeError as err:  # a model without num_classes or image_size
@@ -149,6 +156,12 @@ def cmd_train(args):
         y_train, y_test = data.one_hot(y_train, len(classes)), data.one_hot(y_test, len(classes))
 
     model.compile(optimizer=args.optimizer, loss=spec.loss, lr=args.lr)
+    # a fresh machine compiles the kernels (in a child process) while the first batches run
+    # on NumPy's
+    build = (args.model, folder_kwargs(args, spec, classes) if transfer.is_folder(dataset)
+             else {})
+    warmup.compile_in_background(model, x_train[:args.batch_size], y_train[:args.batch_size],
+                                 build=build)
     lr_at = schedule(args.lr_schedule, model.optimizer.lr, args.epochs)
     model.optimizer.lr = lr_at(0)
 

@@ -9,11 +9,15 @@
 
 The modules of a family have the same functions and signatures, e.g. for convolution
 ``forward(x, w, b, stride, pads, dilation) -> (out, cache)`` and
-``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. The layers ask ``conv()``, ``pool()``
-or ``elementwise()`` for the module to use, one rule for every family; choose with ``MINICNN_KERNELS=loops``
-(or ``fast``) in the environment, ``use("loops")``, or ``with using("loops"): ...``.
+``backward(dout, cache, need_dx=True) -> (dx, dw, db)``, and one vocabulary for the names
+inside: N, C, H, W, O, KH, KW, stride_h/stride_w, pad_top/pad_bottom/pad_left/pad_right,
+dil_h/dil_w, x_pad (N, C, H_pad, W_pad), H_out, W_out, and the gradients dout, dx, dw, db.
+The layers ask ``conv()``, ``pool()`` or ``elementwise()`` for the module to use, one rule for
+every family; choose with ``MINICNN_KERNELS=loops`` (or ``fast``) in the environment,
+``use("loops")``, or ``with using("loops"): ...``.
 """
 import os
+import threading
 from contextlib import contextmanager
 
 from . import conv_fast, conv_loops, elementwise_loops, pool_fast, pool_loops
@@ -49,9 +53,32 @@ def using(name):
         use(previous)
 
 
+# While a thread compiles the Numba kernels in the background (``minicnn.train.warmup``), every
+# other thread gets the NumPy kernels: the first batches of a fresh machine do not wait.
+_compiling = None
+
+
+def compiling_in(thread):
+    """Mark ``thread`` as the one compiling the Numba kernels (None: done). Until then, other
+    threads asking for the "numba" kernels get the "fast" (NumPy) ones."""
+    global _compiling
+    _compiling = thread
+
+
+def compiling():
+    """Whether a background compile of the Numba kernels is running."""
+    return _compiling is not None
+
+
+def _numba_here():
+    """Whether this thread runs the Numba kernels now."""
+    thread = _compiling
+    return _backend == "numba" and (thread is None or thread is threading.current_thread())
+
+
 def conv():
     """The convolution kernel module in use."""
-    if _backend == "numba":
+    if _numba_here():
         from . import conv_numba
         return conv_numba
     return conv_loops if _backend == "loops" else conv_fast
@@ -59,7 +86,7 @@ def conv():
 
 def pool():
     """The pooling kernel module in use."""
-    if _backend == "numba":
+    if _numba_here():
         from . import pool_numba
         return pool_numba
     return pool_loops if _backend == "loops" else pool_fast
@@ -67,7 +94,7 @@ def pool():
 
 def elementwise():
     """The elementwise kernel module in use (ReLU, Adam): compiled, or NumPy for loops/fast."""
-    if _backend == "numba":
+    if _numba_here():
         from . import elementwise_numba
         return elementwise_numba
     return elementwise_loops

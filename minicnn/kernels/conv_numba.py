@@ -11,10 +11,10 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   pass rebuilds the image's matrix instead of keeping the batch's (LeNet-5's would be 5 MB,
   mnist_cnn's 43 MB: rebuilding from the cache costs less than reading them back).
 * "direct": the loops of the formula, compiled; one image per thread. It walks each padded
-  image as one flat row: output (i, j) and input (i + p·D_h, j + q·D_w) are p·D_h·Wp + q·D_w
+  image as one flat row: output (i, j) and input (i + p·D_h, j + q·D_w) are p·D_h·W_pad + q·D_w
   apart in memory for every (i, j), so a tap (p, q) of the kernel is ONE contiguous
   multiply-add over the flat image, which the compiler turns into vector instructions (the
-  kw − 1 columns right of each output row are computed too, and dropped). Stride 1 only.
+  KW − 1 columns right of each output row are computed too, and dropped). Stride 1 only.
   Measured slower than "gemm" on every zoo layer (BLAS keeps sums in registers, these loops
   go through memory), it is kept as the formula compiled: lesson 13 times it, and
   ``force("direct")`` selects it.
@@ -53,7 +53,7 @@ _forced = None
 
 
 def algorithm(x_shape, w_shape, stride):
-    """The algorithm for input (N, C, H, W), weights (O, C, kh, kw) and stride: "gemm", the
+    """The algorithm for input (N, C, H, W), weights (O, C, KH, KW) and stride: "gemm", the
     faster on every zoo layer, for training and for prediction (measured on one thread; both
     split the batch over the threads the same way).
 
@@ -88,70 +88,72 @@ def force(name):
 # padding
 # ----------------------------------------------------------------------------------------
 @kernel(parallel=True)
-def _pad_into(x, xp, top, left):
-    """xp (N, C, Hp, Wp) := x (N, C, H, W) with zeros around it, ``top`` rows above and
+def _pad_into(x, x_pad, pad_top, pad_left):
+    """x_pad (N, C, H_pad, W_pad) := x (N, C, H, W) with zeros around it, ``top`` rows above and
     ``left`` columns before."""
     N, C, H, W = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        xp[n, c] = 0
+        x_pad[n, c] = 0
         for h in range(H):
-            xp[n, c, top + h, left:left + W] = x[n, c, h]
+            x_pad[n, c, pad_top + h, pad_left:pad_left + W] = x[n, c, h]
 
 
 def _padded(x, pads):
-    (top, bottom), (left, right) = pads
-    if top == bottom == left == right == 0:
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
+    if pad_top == pad_bottom == pad_left == pad_right == 0:
         return x
     N, C, H, W = x.shape
-    xp = np.empty((N, C, H + top + bottom, W + left + right), dtype=x.dtype)
-    _pad_into(x, xp, top, left)
-    return xp
+    x_pad = np.empty((N, C, H + pad_top + pad_bottom, W + pad_left + pad_right), dtype=x.dtype)
+    _pad_into(x, x_pad, pad_top, pad_left)
+    return x_pad
 
 
 # ----------------------------------------------------------------------------------------
 # direct: the formula's loops, one image per thread (stride 1)
 # ----------------------------------------------------------------------------------------
 @kernel(parallel=True, fastmath=_FMA)
-def _direct_forward(xp, w, b, out, dh, dw):
-    """out (N, O, Ho, Wo) = conv(xp (N, C, Hp, Wp), w (O, C, KH, KW)) + b (O,), stride 1."""
-    N, C, Hp, Wp = xp.shape
+def _direct_forward(x_pad, w, b, out, dil_h, dil_w):
+    """out (N, O, H_out, W_out) = conv(x_pad (N, C, H_pad, W_pad), w (O, C, KH, KW)) + b (O,),
+    stride 1."""
+    N, C, H_pad, W_pad = x_pad.shape
     O, _, KH, KW = w.shape
-    Ho, Wo = out.shape[2], out.shape[3]
-    L = (Ho - 1) * Wp + Wo           # flat positions from the first output to the last one
+    H_out, W_out = out.shape[2], out.shape[3]
+    L = (H_out - 1) * W_pad + W_out      # flat positions from the first output to the last one
     for n in prange(N):
         acc = np.empty(L, dtype=out.dtype)
         for o in range(O):
             acc[:] = b[o]
             for c in range(C):
-                image = xp[n, c].reshape(Hp * Wp)
+                image = x_pad[n, c].reshape(H_pad * W_pad)
                 for p in range(KH):
                     for q in range(KW):
-                        start = p * dh * Wp + q * dw
+                        start = p * dil_h * W_pad + q * dil_w
                         window = image[start:start + L]
                         weight = w[o, c, p, q]
                         for k in range(L):
                             acc[k] += weight * window[k]
-            for i in range(Ho):
-                out[n, o, i, :] = acc[i * Wp:i * Wp + Wo]
+            for i in range(H_out):
+                out[n, o, i, :] = acc[i * W_pad:i * W_pad + W_out]
 
 
 @kernel(parallel=True)
-def _widen(dout, wide, Wp):
-    """wide (N, O, L) := dout (N, O, Ho, Wo) laid out on rows of Wp, zeros between the rows."""
-    N, O, Ho, Wo = dout.shape
+def _widen(dout, wide, W_pad):
+    """wide (N, O, L) := dout (N, O, H_out, W_out) laid out on rows of W_pad, zeros between
+    the rows."""
+    N, O, H_out, W_out = dout.shape
     for no in prange(N * O):
         n, o = no // O, no % O
         wide[n, o] = 0
-        for i in range(Ho):
-            wide[n, o, i * Wp:i * Wp + Wo] = dout[n, o, i]
+        for i in range(H_out):
+            wide[n, o, i * W_pad:i * W_pad + W_out] = dout[n, o, i]
 
 
 @kernel(parallel=True, fastmath=_SUM)
-def _direct_weights(wide, xp, dw_out, db_out, dh, dw):
+def _direct_weights(wide, x_pad, dw_out, db_out, dil_h, dil_w):
     """dw_out (O, C, KH, KW) = Σ_n Σ_k wide[n, o, k] · image_c[start(p, q) + k];
     db_out (O,) = Σ wide[:, o] (when it has length O). One (o, c) pair per thread."""
-    N, C, Hp, Wp = xp.shape
+    N, C, H_pad, W_pad = x_pad.shape
     O, _, KH, KW = dw_out.shape
     L = wide.shape[2]
     for oc in prange(O * C):
@@ -159,10 +161,10 @@ def _direct_weights(wide, xp, dw_out, db_out, dh, dw):
         acc = np.zeros(KH * KW, dtype=dw_out.dtype)
         for n in range(N):
             grad = wide[n, o]
-            image = xp[n, c].reshape(Hp * Wp)
+            image = x_pad[n, c].reshape(H_pad * W_pad)
             for p in range(KH):
                 for q in range(KW):
-                    start = p * dh * Wp + q * dw
+                    start = p * dil_h * W_pad + q * dil_w
                     window = image[start:start + L]
                     total = acc[p * KW + q]
                     for k in range(L):
@@ -178,21 +180,21 @@ def _direct_weights(wide, xp, dw_out, db_out, dh, dw):
 
 
 @kernel(parallel=True, fastmath=_FMA)
-def _direct_data(wide, w, dxp, dh, dw):
-    """dxp (N, C, Hp, Wp) = the gradient of the padded input: every tap (p, q) of every
+def _direct_data(wide, w, dx_pad, dil_h, dil_w):
+    """dx_pad (N, C, H_pad, W_pad) = the gradient of the padded input: every tap (p, q) of every
     output channel adds w[o, c, p, q] · wide[n, o] to the window it read. One image per thread."""
-    N, C, Hp, Wp = dxp.shape
+    N, C, H_pad, W_pad = dx_pad.shape
     O, _, KH, KW = w.shape
     L = wide.shape[2]
     for n in prange(N):
         for c in range(C):
-            image = dxp[n, c].reshape(Hp * Wp)
+            image = dx_pad[n, c].reshape(H_pad * W_pad)
             image[:] = 0
             for o in range(O):
                 grad = wide[n, o]
                 for p in range(KH):
                     for q in range(KW):
-                        start = p * dh * Wp + q * dw
+                        start = p * dil_h * W_pad + q * dil_w
                         window = image[start:start + L]
                         weight = w[o, c, p, q]
                         for k in range(L):
@@ -203,48 +205,53 @@ def _direct_data(wide, w, dxp, dh, dw):
 # gemm: im2col and col2im in Numba, the products in BLAS
 # ----------------------------------------------------------------------------------------
 @helper()
-def _im2col_image(xp, n, cols, KH, KW, sh, sw, dh, dw, Ho, Wo):
-    """cols[:K] (K, Ho·Wo) := the windows of image n of xp (N, C, Hp, Wp), K = C·KH·KW.
+def _im2col_image(x_pad, n, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """cols[:K] (K, H_out·W_out) := the windows of image n of x_pad (N, C, H_pad, W_pad),
+    K = C·KH·KW.
 
-    Row r = (c·KH + p)·KW + q holds x_pad[n, c, i·sh + p·dh, j·sw + q·dw] in column i·Wo + j.
+    Row r = (c·KH + p)·KW + q holds x_pad[n, c, i·stride_h + p·dil_h, j·stride_w + q·dil_w] in
+    column i·W_out + j.
     """
-    C, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3]
-    u_wo, u_sh, u_sw, u_wp = np.uint64(Wo), np.uint64(sh), np.uint64(sw), np.uint64(Wp)
+    C, H_pad, W_pad = x_pad.shape[1], x_pad.shape[2], x_pad.shape[3]
+    u_W_out, u_W_pad = np.uint64(W_out), np.uint64(W_pad)
+    u_stride_h, u_stride_w = np.uint64(stride_h), np.uint64(stride_w)
     for c in range(C):
-        image = xp[n, c].reshape(Hp * Wp)
+        image = x_pad[n, c].reshape(H_pad * W_pad)
         for p in range(KH):
             for q in range(KW):
                 row = cols[(c * KH + p) * KW + q]
-                window = image[p * dh * Wp + q * dw:]
-                for i in range(np.uint64(Ho)):
-                    if sw == 1:     # the common case, as its own loop: it vectorises
-                        for j in range(u_wo):
-                            row[i * u_wo + j] = window[i * u_sh * u_wp + j]
+                window = image[p * dil_h * W_pad + q * dil_w:]
+                for i in range(np.uint64(H_out)):
+                    if stride_w == 1:     # the common case, as its own loop: it vectorises
+                        for j in range(u_W_out):
+                            row[i * u_W_out + j] = window[i * u_stride_h * u_W_pad + j]
                     else:
-                        for j in range(u_wo):
-                            row[i * u_wo + j] = window[i * u_sh * u_wp + j * u_sw]
+                        for j in range(u_W_out):
+                            row[i * u_W_out + j] = window[i * u_stride_h * u_W_pad + j * u_stride_w]
 
 
 @helper()
-def _col2im_image(dcols, dxp, n, KH, KW, sh, sw, dh, dw, Ho, Wo):
-    """The adjoint of im2col: dxp[n] := Σ over the windows of dcols (K, Ho·Wo), each window's
-    values added back where im2col read them (overlapping windows add up)."""
-    C, Hp, Wp = dxp.shape[1], dxp.shape[2], dxp.shape[3]
-    u_wo, u_sh, u_sw, u_wp = np.uint64(Wo), np.uint64(sh), np.uint64(sw), np.uint64(Wp)
-    dxp[n] = 0
+def _col2im_image(dcols, dx_pad, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """The adjoint of im2col: dx_pad[n] := Σ over the windows of dcols (K, H_out·W_out), each
+    window's values added back where im2col read them (overlapping windows add up)."""
+    C, H_pad, W_pad = dx_pad.shape[1], dx_pad.shape[2], dx_pad.shape[3]
+    u_W_out, u_W_pad = np.uint64(W_out), np.uint64(W_pad)
+    u_stride_h, u_stride_w = np.uint64(stride_h), np.uint64(stride_w)
+    dx_pad[n] = 0
     for c in range(C):
-        image = dxp[n, c].reshape(Hp * Wp)
+        image = dx_pad[n, c].reshape(H_pad * W_pad)
         for p in range(KH):
             for q in range(KW):
                 row = dcols[(c * KH + p) * KW + q]
-                window = image[p * dh * Wp + q * dw:]
-                for i in range(np.uint64(Ho)):
-                    if sw == 1:
-                        for j in range(u_wo):
-                            window[i * u_sh * u_wp + j] += row[i * u_wo + j]
+                window = image[p * dil_h * W_pad + q * dil_w:]
+                for i in range(np.uint64(H_out)):
+                    if stride_w == 1:
+                        for j in range(u_W_out):
+                            window[i * u_stride_h * u_W_pad + j] += row[i * u_W_out + j]
                     else:
-                        for j in range(u_wo):
-                            window[i * u_sh * u_wp + j * u_sw] += row[i * u_wo + j]
+                        for j in range(u_W_out):
+                            window[i * u_stride_h * u_W_pad + j * u_stride_w] += \
+                                row[i * u_W_out + j]
 
 
 @intrinsic
@@ -287,68 +294,77 @@ def _set_threads(typingctx, address, count):
 
 
 @kernel(parallel=True)
-def _gemm_forward(xp, wb, out, cols, KH, KW, sh, sw, dh, dw, Ho, Wo, gemm, set_threads):
-    """out[n] (O, Ho·Wo) = wb (O, rows) @ [im2col(xp[n]); 1] (rows, Ho·Wo), one image per
-    iteration; cols (threads, rows, Ho·Wo) is each thread's im2col matrix (its ones row set)."""
+def _gemm_forward(x_pad, wb, out, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
+                 gemm, set_threads):
+    """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x_pad[n]); 1] (rows, H_out·W_out), one
+    image per iteration; cols (threads, rows, H_out·W_out) is each thread's im2col matrix (its
+    ones row set)."""
     O, rows = wb.shape
     one, zero = out.dtype.type(1), out.dtype.type(0)
-    for n in prange(xp.shape[0]):
+    for n in prange(x_pad.shape[0]):
         buf = cols[numba.get_thread_id()]
-        _im2col_image(xp, n, buf, KH, KW, sh, sw, dh, dw, Ho, Wo)
+        _im2col_image(x_pad, n, buf, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
         before = _set_threads(set_threads, 1)   # this product on this thread: the others are busy
-        _gemm(gemm, NO_TRANS, NO_TRANS, O, Ho * Wo, rows, one, wb.ctypes.data, rows,
-              buf.ctypes.data, Ho * Wo, zero, out[n].ctypes.data, Ho * Wo)
+        _gemm(gemm, NO_TRANS, NO_TRANS, O, H_out * W_out, rows, one, wb.ctypes.data, rows,
+              buf.ctypes.data, H_out * W_out, zero, out[n].ctypes.data, H_out * W_out)
         _set_threads(set_threads, before)
 
 
 @kernel(parallel=True)
-def _gemm_backward(xp, wb, dout, partial, dxp, cols, dcols, group, KH, KW, sh, sw, dh, dw,
-                   Ho, Wo, gemm, set_threads):
-    """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, Ho·Wo) @ dout[n]ᵀ,
+def _gemm_backward(x_pad, wb, dout, partial, dx_pad, cols, dcols, group, KH, KW, stride_h,
+                   stride_w, dil_h, dil_w,
+                   H_out, W_out, gemm, set_threads):
+    """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, H_out·W_out) @
+    dout[n]ᵀ,
     the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to 1.7 times
-    on LeNet-5's and mnist_cnn's second layers); dxp[n] = col2im(Wᵀ @ dout[n]) when dxp has
+    on LeNet-5's and mnist_cnn's second layers); dx_pad[n] = col2im(Wᵀ @ dout[n]) when dx_pad has
     images (else only the weights' gradient).
 
     Groups of ``group`` images, in parallel; their sums are added in order afterwards, so the
     result does not depend on the number of threads.
     """
-    N = xp.shape[0]
+    N = x_pad.shape[0]
     O, rows = wb.shape
-    K, HW = dcols.shape[1], Ho * Wo
+    K, HW = dcols.shape[1], H_out * W_out
     one, zero = dout.dtype.type(1), dout.dtype.type(0)
     for g in prange(partial.shape[0]):
         buf, dbuf = cols[numba.get_thread_id()], dcols[numba.get_thread_id()]
         before = _set_threads(set_threads, 1)
         for n in range(g * group, min(N, (g + 1) * group)):
-            _im2col_image(xp, n, buf, KH, KW, sh, sw, dh, dw, Ho, Wo)
+            _im2col_image(x_pad, n, buf, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
             # partial[g] (+)= buf (rows, HW) @ dout[n]ᵀ (HW, O)
             _gemm(gemm, NO_TRANS, TRANS, rows, O, HW, one, buf.ctypes.data, HW,
                   dout[n].ctypes.data, HW, zero if n == g * group else one,
                   partial[g].ctypes.data, O)
-            if dxp.shape[0] > 0:
+            if dx_pad.shape[0] > 0:
                 # dbuf (K, HW) = W[:, :K]ᵀ (K, O) @ dout[n] (O, HW); W is wb, leading dim rows
                 _gemm(gemm, TRANS, NO_TRANS, K, HW, O, one, wb.ctypes.data, rows,
                       dout[n].ctypes.data, HW, zero, dbuf.ctypes.data, HW)
-                _col2im_image(dbuf, dxp, n, KH, KW, sh, sw, dh, dw, Ho, Wo)
+                _col2im_image(dbuf, dx_pad, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
+                              W_out)
         _set_threads(set_threads, before)
 
 
 @kernel(parallel=True)
-def _im2col(xp, n0, cols, KH, KW, sh, sw, dh, dw, Ho, Wo):
-    """cols[b, :K] (K, Ho·Wo) := im2col of image n0 + b, for every b (without BLAS in Numba)."""
+def _im2col(x_pad, n0, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """cols[b, :K] (K, H_out·W_out) := im2col of image n0 + b, for every b (without BLAS in
+    Numba)."""
     for b in prange(cols.shape[0]):
-        _im2col_image(xp, n0 + b, cols[b], KH, KW, sh, sw, dh, dw, Ho, Wo)
+        _im2col_image(x_pad, n0 + b, cols[b], KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
+                      W_out)
 
 
 @kernel(parallel=True)
-def _col2im(dcols, n0, dxp, KH, KW, sh, sw, dh, dw, Ho, Wo):
-    """dxp[n0 + b] := col2im of dcols[b] (K, Ho·Wo), for every b (without BLAS in Numba)."""
+def _col2im(dcols, n0, dx_pad, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """dx_pad[n0 + b] := col2im of dcols[b] (K, H_out·W_out), for every b (without BLAS in
+    Numba)."""
     for b in prange(dcols.shape[0]):
-        _col2im_image(dcols[b], dxp, n0 + b, KH, KW, sh, sw, dh, dw, Ho, Wo)
+        _col2im_image(dcols[b], dx_pad, n0 + b, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
+                      W_out)
 
 
 def _with_bias(w, b):
-    """[W | b]: (O, C·kh·kw [+ 1]); the bias is the weight of a constant input 1."""
+    """[W | b]: (O, C·KH·KW [+ 1]); the bias is the weight of a constant input 1."""
     O = w.shape[0]
     K = w.size // O
     wb = np.empty((O, K + (b is not None)), dtype=w.dtype)
@@ -377,66 +393,66 @@ def _buffers(count, rows, HW, dtype, ones):
 def forward(x, w, b, stride, pads, dilation):
     """Convolve x with w, add b.
 
-    x: (N, C, H, W); w: (O, C, kh, kw); b: (O,) or None
-    stride (S_h, S_w); pads ((top, bottom), (left, right)); dilation (D_h, D_w)
+    x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
+    stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     if w.dtype not in COMPILED_DTYPES:          # e.g. float16: NumPy's kernels
         out, cache = conv_fast.forward(x, w, b, stride, pads, dilation)
         return out, Fallback((cache,))
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    xp = _padded(x, pads)
-    N, C, Hp, Wp = xp.shape
+    x_pad = _padded(x, pads)
+    N, C, H_pad, W_pad = x_pad.shape
     O, _, KH, KW = w.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    Ho = window_output_size(Hp, KH, sh, (0, 0), dh)
-    Wo = window_output_size(Wp, KW, sw, (0, 0), dw)
-    out = np.empty((N, O, Ho, Wo), dtype=w.dtype)
+    (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
+    H_out = window_output_size(H_pad, KH, stride_h, (0, 0), dil_h)
+    W_out = window_output_size(W_pad, KW, stride_w, (0, 0), dil_w)
+    out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
     algo = algorithm(x.shape, w.shape, stride)
-    geometry = (KH, KW, sh, sw, dh, dw, Ho, Wo)
+    geometry = (KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
     if algo == "direct":
         bias = b if b is not None else np.zeros(O, dtype=w.dtype)
-        _direct_forward(xp, w, np.ascontiguousarray(bias, dtype=w.dtype), out, dh, dw)
-        return out, (algo, xp, w, b is not None, x.shape, pads, geometry)
+        _direct_forward(x_pad, w, np.ascontiguousarray(bias, dtype=w.dtype), out, dil_h, dil_w)
+        return out, (algo, x_pad, w, b is not None, x.shape, pads, geometry)
     wb = _with_bias(w, b)
-    flat = out.reshape(N, O, Ho * Wo)
+    flat = out.reshape(N, O, H_out * W_out)
     if blas.GEMM is not None:
-        cols = _buffers(numba.get_num_threads(), wb.shape[1], Ho * Wo, w.dtype, b is not None)
-        _gemm_forward(xp, wb, flat, cols, *geometry, blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+        cols = _buffers(numba.get_num_threads(), wb.shape[1], H_out * W_out, w.dtype, b is not None)
+        _gemm_forward(x_pad, wb, flat, cols, *geometry, blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
     else:
-        B = _chunk(wb.shape[1], Ho * Wo, w.itemsize)
-        cols = _buffers(min(B, N), wb.shape[1], Ho * Wo, w.dtype, b is not None)
+        B = _chunk(wb.shape[1], H_out * W_out, w.itemsize)
+        cols = _buffers(min(B, N), wb.shape[1], H_out * W_out, w.dtype, b is not None)
         for n0 in range(0, N, B):
             nb = min(B, N - n0)
-            _im2col(xp, n0, cols[:nb], *geometry)
+            _im2col(x_pad, n0, cols[:nb], *geometry)
             np.matmul(wb, cols[:nb], out=flat[n0:n0 + nb])   # one product per image, in C
-    return out, (algo, xp, wb, b is not None, x.shape, pads, geometry)
+    return out, (algo, x_pad, wb, b is not None, x.shape, pads, geometry)
 
 
 def backward(dout, cache, need_dx=True):
     """Gradients w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
-    Returns dx (N, C, H, W), dw (O, C, kh, kw), db (O,) or None. With ``need_dx=False`` dx is
+    Returns dx (N, C, H, W), dw (O, C, KH, KW), db (O,) or None. With ``need_dx=False`` dx is
     not computed and None is returned in its place (the first layer's input is the data: the
     training loop never uses its gradient).
     """
     if isinstance(cache, Fallback):
         return conv_fast.backward(dout, cache[0], need_dx=need_dx)
-    algo, xp, w, has_bias, x_shape, pads, geometry = cache
-    KH, KW, sh, sw, dh, dw, Ho, Wo = geometry
+    algo, x_pad, w, has_bias, x_shape, pads, geometry = cache
+    KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
     dout = np.ascontiguousarray(dout, dtype=w.dtype)
     N, C, H, W = x_shape
-    O, K, HW = w.shape[0], C * KH * KW, Ho * Wo
-    dxp = np.empty(xp.shape if need_dx else (0,) + xp.shape[1:], dtype=w.dtype)
+    O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
+    dx_pad = np.empty(x_pad.shape if need_dx else (0,) + x_pad.shape[1:], dtype=w.dtype)
     if algo == "direct":
-        Wp = xp.shape[3]
-        wide = np.empty((N, O, (Ho - 1) * Wp + Wo), dtype=w.dtype)
-        _widen(dout, wide, Wp)
-        dw_ = np.empty(w.shape, dtype=w.dtype)
+        W_pad = x_pad.shape[3]
+        wide = np.empty((N, O, (H_out - 1) * W_pad + W_out), dtype=w.dtype)
+        _widen(dout, wide, W_pad)
+        dw = np.empty(w.shape, dtype=w.dtype)
         db = np.empty(O if has_bias else 0, dtype=w.dtype)
-        _direct_weights(wide, xp, dw_, db, dh, dw)
+        _direct_weights(wide, x_pad, dw, db, dil_h, dil_w)
         if need_dx:
-            _direct_data(wide, w, dxp, dh, dw)
+            _direct_data(wide, w, dx_pad, dil_h, dil_w)
         db = db if has_bias else None
     else:
         rows = w.shape[1]                 # w is [W | b] here
@@ -446,7 +462,7 @@ def backward(dout, cache, need_dx=True):
             partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
             cols = _buffers(threads, rows, HW, w.dtype, has_bias)
             dcols = np.empty((threads if need_dx else 0, K, HW), dtype=w.dtype)
-            _gemm_backward(xp, w, flat, partial, dxp, cols, dcols, _GROUP, *geometry,
+            _gemm_backward(x_pad, w, flat, partial, dx_pad, cols, dcols, _GROUP, *geometry,
                            blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
             dwb = partial.sum(axis=0).T
         else:
@@ -456,15 +472,15 @@ def backward(dout, cache, need_dx=True):
             dwb = np.zeros((O, rows), dtype=w.dtype)
             for n0 in range(0, N, B):
                 nb = min(B, N - n0)
-                _im2col(xp, n0, cols[:nb], *geometry)
+                _im2col(x_pad, n0, cols[:nb], *geometry)
                 dwb += np.matmul(flat[n0:n0 + nb], cols[:nb].transpose(0, 2, 1)).sum(axis=0)
                 if need_dx:
-                    _col2im(np.matmul(w_t, flat[n0:n0 + nb]), n0, dxp, *geometry)
-        dw_ = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
+                    _col2im(np.matmul(w_t, flat[n0:n0 + nb]), n0, dx_pad, *geometry)
+        dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
         db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
     if not need_dx:
-        return None, dw_, db
-    (top, _), (left, _) = pads
-    dx = dxp if dxp.shape == x_shape else np.ascontiguousarray(
-        dxp[:, :, top:top + H, left:left + W])
-    return dx, dw_, db
+        return None, dw, db
+    (pad_top, _), (pad_left, _) = pads
+    dx = dx_pad if dx_pad.shape == x_shape else np.ascontiguousarray(
+        dx_pad[:, :, pad_top:pad_top + H, pad_left:pad_left + W])
+    return dx, dw, db

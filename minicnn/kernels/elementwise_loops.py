@@ -8,13 +8,13 @@ import numpy as np
 
 
 def relu_forward(x):
-    """y = max(x, 0) for a float array of any shape (NaN stays NaN). Returns y, same shape."""
+    """out = max(x, 0) for a float array of any shape (NaN stays NaN). Returns out, same shape."""
     return np.maximum(x, x.dtype.type(0))
 
 
-def relu_backward(dy, y):
-    """dx = dy where y > 0, else 0; y is the forward output (y > 0 exactly where x > 0)."""
-    return np.where(y > 0, dy, y.dtype.type(0)).astype(y.dtype, copy=False)
+def relu_backward(dout, out):
+    """dx = dout where out > 0, else 0; out is the forward output (out > 0 exactly where x > 0)."""
+    return np.where(out > 0, dout, out.dtype.type(0)).astype(out.dtype, copy=False)
 
 
 def adam_step(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,

@@ -1,6 +1,6 @@
 """Elementwise work compiled with Numba: ReLU's two passes and Adam's update.
 
-NumPy evaluates ``np.where(x > 0, dy, 0)`` as separate passes over memory, each with its own
+NumPy evaluates ``np.where(x > 0, dout, 0)`` as separate passes over memory, each with its own
 temporary array (the mask, then the result); Adam's update is ten such passes per parameter.
 A compiled loop reads each input once and writes each output once. The arithmetic, and its
 order, is the NumPy code's: results are bit for bit those of the NumPy versions in
@@ -23,19 +23,19 @@ def _version(kernel, size):
 
 
 @kernel(parallel=True)
-def _relu(x, y):
-    zero = y.dtype.type(0)
+def _relu(x, out):
+    zero = out.dtype.type(0)
     for i in prange(x.size):
         # NaN is not <= 0 and passes through, as with np.maximum(x, 0)
-        y[i] = zero if x[i] <= zero else x[i]
+        out[i] = zero if x[i] <= zero else x[i]
 
 
 @kernel(parallel=True)
-def _relu_backward(dy, y, dx):
+def _relu_backward(dout, out, dx):
     zero = dx.dtype.type(0)
-    for i in prange(y.size):
-        # y > 0 exactly where x > 0 (a NaN input gives a NaN output, and no gradient)
-        dx[i] = dy[i] if y[i] > zero else zero
+    for i in prange(out.size):
+        # out > 0 exactly where x > 0 (a NaN input gives a NaN output, and no gradient)
+        dx[i] = dout[i] if out[i] > zero else zero
 
 
 def _same_layout(*arrays):
@@ -47,22 +47,22 @@ def _same_layout(*arrays):
 
 
 def relu_forward(x):
-    """y = max(x, 0) for a float array of any shape (NaN stays NaN). Returns y, same shape."""
+    """out = max(x, 0) for a float array of any shape (NaN stays NaN). Returns out, same shape."""
     if x.dtype not in COMPILED_DTYPES:
         return elementwise_loops.relu_forward(x)
     x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
-    _version(_relu, x.size)(x.reshape(-1), y.reshape(-1))
-    return y
+    out = np.empty_like(x)
+    _version(_relu, x.size)(x.reshape(-1), out.reshape(-1))
+    return out
 
 
-def relu_backward(dy, y):
-    """dx = dy where y > 0, else 0; y is the forward output. Same shape and dtype as y."""
-    if y.dtype not in COMPILED_DTYPES:
-        return elementwise_loops.relu_backward(dy, y)
-    dy, y = np.ascontiguousarray(dy), np.ascontiguousarray(y)
-    dx = np.empty_like(y)
-    _version(_relu_backward, y.size)(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
+def relu_backward(dout, out):
+    """dx = dout where out > 0, else 0; out is the forward output. Same shape and dtype as out."""
+    if out.dtype not in COMPILED_DTYPES:
+        return elementwise_loops.relu_backward(dout, out)
+    dout, out = np.ascontiguousarray(dout), np.ascontiguousarray(out)
+    dx = np.empty_like(out)
+    _version(_relu_backward, out.size)(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
 
 

@@ -15,7 +15,8 @@ The threads are Numba's default pool: OpenMP ("omp", GNU libgomp). Its idle thre
 while before they sleep, which is fast on an idle machine and slow on a busy one (two processes
 with two spinning threads each on two cores); ``NUMBA_THREADING_LAYER=workqueue`` trades a
 little speed for threads that sleep at once. A process loads one libgomp, shared by Numba and
-PyTorch: ``minicnn.bench`` imports PyTorch first, so that both run on PyTorch's own copy.
+PyTorch (whoever loads it first chooses the copy): ``minicnn.bench`` runs each framework in a
+process of its own.
 """
 import os
 import sys
@@ -113,6 +114,12 @@ def compile_counts():
 
 _noticed = False
 _checked = set()    # kernels already looked at: the look-up below costs ~30 µs, a call ~1 µs
+
+
+def silence_notice():
+    """No compile notice from now on (a background compile says so itself)."""
+    global _noticed
+    _noticed = True
 
 
 def notice_once(kernel):

@@ -1,30 +1,32 @@
 """Pooling, vectorised: the same functions as ``pool_loops``, without Python loops over pixels.
 
 Forward: pad x, then ``sliding_window_view`` gives every window at once as a strided view of
-shape (N, C, H_out, W_out, kh, kw) (no copy), and a reduction over the last two axes pools.
+shape (N, C, H_out, W_out, KH, KW) (no copy), and a reduction over the last two axes pools.
 
-Backward: a window of kh·kw elements means kh·kw "positions" (r, s). The elements at position
-(r, s) of all windows form the strided slice  dx_padded[:, :, r::sh, s::sw]  (H_out × W_out of
-them), and within one slice no element repeats. So the backward pass is a loop over the kh·kw
-positions, each adding its share of dout into one strided slice; overlapping windows
+Backward: a window of KH·KW elements means KH·KW "positions" (r, s). The elements at position
+(r, s) of all windows form the strided slice  dx_pad[:, :, r::stride_h, s::stride_w]
+(H_out × W_out of them), and within one slice no element repeats. So the backward pass is a
+loop over the KH·KW positions, each adding its share of dout into one strided slice; overlapping windows
 accumulate across positions. (``np.add.at`` would do the same scatter, many times slower.)
 
-Shapes: x (N, C, H, W), kernel (kh, kw), stride (sh, sw), pads ((top, bottom), (left, right)),
-out (N, C, H_out, W_out) with H_out = (H + top + bottom − kh) // sh + 1. dtypes are kept.
+Shapes: x (N, C, H, W), kernel (KH, KW), stride (stride_h, stride_w),
+pads ((pad_top, pad_bottom), (pad_left, pad_right)), out (N, C, H_out, W_out) with
+H_out = (H + pad_top + pad_bottom − KH) // stride_h + 1. dtypes are kept.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
 def _pad(x, pads, value):
-    (top, bottom), (left, right) = pads
-    if top == bottom == left == right == 0:
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
+    if pad_top == pad_bottom == pad_left == pad_right == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+    return np.pad(x, ((0, 0), (0, 0), (pad_top, pad_bottom), (pad_left, pad_right)),
+                  constant_values=value)
 
 
 def _windows(xp, kernel, stride):
-    """(N, C, H_out, W_out, kh, kw) strided view of the windows of the padded input."""
+    """(N, C, H_out, W_out, KH, KW) strided view of the windows of the padded input."""
     return sliding_window_view(xp, kernel, axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
 
 
@@ -38,11 +40,11 @@ def _positions(kernel, stride, out_hw):
                          slice(s, s + stride[1] * (W_out - 1) + 1, stride[1]))
 
 
-def _crop(dxp, pads, x_shape):
+def _crop(dx_pad, pads, x_shape):
     """Drop the padding's rows and columns: their gradient goes nowhere."""
-    (top, _), (left, _) = pads
+    (pad_top, _), (pad_left, _) = pads
     H, W = x_shape[2:]
-    return dxp[:, :, top:top + H, left:left + W]
+    return dx_pad[:, :, pad_top:pad_top + H, pad_left:pad_left + W]
 
 
 # ----------------------------------------------------------------------------------------
@@ -52,7 +54,7 @@ def max_forward(x, kernel, stride, pads):
     """Largest element of each window; padding is −inf, so it never wins over real values.
 
     x (N, C, H, W) -> out (N, C, H_out, W_out). The cache keeps, per window, the flat
-    position r·kw + s of its maximum: argmax returns the FIRST maximum in row-major order,
+    position r·KW + s of its maximum: argmax returns the FIRST maximum in row-major order,
     which is where PyTorch sends the gradient on ties. (One corner differs from PyTorch and
     ``pool_loops``: a padded window whose real elements are all −inf may pick the padding.)
     """
@@ -69,10 +71,10 @@ def max_forward(x, kernel, stride, pads):
 def max_backward(dout, cache):
     """dout (N, C, H_out, W_out) -> dx (N, C, H, W): each dout goes to its window's maximum."""
     x_shape, padded_shape, kernel, stride, pads, arg = cache
-    dxp = np.zeros(padded_shape, dtype=dout.dtype)
+    dx_pad = np.zeros(padded_shape, dtype=dout.dtype)
     for r, s, where in _positions(kernel, stride, dout.shape[2:]):
-        dxp[where] += np.where(arg == r * kernel[1] + s, dout, 0)
-    return _crop(dxp, pads, x_shape)
+        dx_pad[where] += np.where(arg == r * kernel[1] + s, dout, 0)
+    return _crop(dx_pad, pads, x_shape)
 
 
 # ----------------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def _real_counts(size, kernel, stride, pad, n_out):
 
 
 def avg_forward(x, kernel, stride, pads, count_include_pad):
-    """Mean of each window: its sum divided by kh·kw (``count_include_pad``, PyTorch's default)
+    """Mean of each window: its sum divided by KH·KW (``count_include_pad``, PyTorch's default)
     or by the number of real elements under it (Keras' "same").
 
     x (N, C, H, W) -> out (N, C, H_out, W_out). The cache keeps the divisors, (H_out, W_out).
@@ -117,9 +119,10 @@ def avg_backward(dout, cache):
     elements; the padding's share is cropped away; overlapping windows add up."""
     x_shape, kernel, stride, pads, divisor = cache
     share = dout if divisor is None else dout / divisor
-    (top, bottom), (left, right) = pads
-    padded_shape = x_shape[:2] + (x_shape[2] + top + bottom, x_shape[3] + left + right)
-    dxp = np.zeros(padded_shape, dtype=dout.dtype)
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
+    padded_shape = x_shape[:2] + (x_shape[2] + pad_top + pad_bottom,
+                                  x_shape[3] + pad_left + pad_right)
+    dx_pad = np.zeros(padded_shape, dtype=dout.dtype)
     for _, _, where in _positions(kernel, stride, dout.shape[2:]):
-        dxp[where] += share
-    return _crop(dxp, pads, x_shape)
+        dx_pad[where] += share
+    return _crop(dx_pad, pads, x_shape)

@@ -1,11 +1,13 @@
 """Pooling as plain loops that read like the definition (slow: for learning, and as the reference).
 
-Every function takes x of shape (N, C, H, W), ``kernel = (kh, kw)``, ``stride = (sh, sw)`` and
-``pads = ((top, bottom), (left, right))``. Window (i, j) covers the rows
-``i·sh − top … i·sh − top + kh − 1`` and the columns ``j·sw − left … j·sw − left + kw − 1`` of x;
-the parts of a window that fall outside x are padding. There are
+Every function takes x of shape (N, C, H, W), ``kernel = (KH, KW)``,
+``stride = (stride_h, stride_w)`` and ``pads = ((pad_top, pad_bottom), (pad_left, pad_right))``.
+Window (i, j) covers the rows ``i·stride_h − pad_top … i·stride_h − pad_top + KH − 1`` and the
+columns ``j·stride_w − pad_left … j·stride_w − pad_left + KW − 1`` of x; the parts of a window
+that fall outside x are padding. There are
 
-    H_out = (H + top + bottom − kh) // sh + 1        W_out = (W + left + right − kw) // sw + 1
+    H_out = (H + pad_top + pad_bottom − KH) // stride_h + 1
+    W_out = (W + pad_left + pad_right − KW) // stride_w + 1
 
 windows along each axis. Instead of building a padded copy of x, each window is clipped to
 the real rows and columns (``_window``): padding holds −inf for max pooling and 0 for sum
@@ -23,10 +25,10 @@ def _output_size(size, kernel, stride, pad):
 
 def _window(i, j, kernel, stride, pads, H, W):
     """The rows and the columns of x that window (i, j) covers, padding left out."""
-    top = i * stride[0] - pads[0][0]
-    left = j * stride[1] - pads[1][0]
-    rows = range(max(top, 0), min(top + kernel[0], H))
-    cols = range(max(left, 0), min(left + kernel[1], W))
+    first_row = i * stride[0] - pads[0][0]
+    first_col = j * stride[1] - pads[1][0]
+    rows = range(max(first_row, 0), min(first_row + kernel[0], H))
+    cols = range(max(first_col, 0), min(first_col + kernel[1], W))
     return rows, cols
 
 
@@ -102,7 +104,7 @@ def sum_backward(dout, cache):
 def avg_forward(x, kernel, stride, pads, count_include_pad):
     """out[n, c, i, j] = the mean of window (i, j): its sum divided by
 
-    * kh·kw when ``count_include_pad`` (padding counts as zeros; PyTorch's default), or
+    * KH·KW when ``count_include_pad`` (padding counts as zeros; PyTorch's default), or
     * the number of real elements under the window otherwise (Keras' "same").
 
     x (N, C, H, W) -> out (N, C, H_out, W_out), same dtype.

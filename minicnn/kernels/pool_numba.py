@@ -9,7 +9,8 @@ those of the definition, with two changes that make them fast:
   the forward pass), so the backward pass is one scatter.
 
 Windows are clipped to the real rows and columns, as in ``pool_loops``: no padded copy.
-Shapes: x (N, C, H, W), kernel (kh, kw), stride (sh, sw), pads ((top, bottom), (left, right)),
+Shapes: x (N, C, H, W), kernel (KH, KW), stride (stride_h, stride_w),
+pads ((pad_top, pad_bottom), (pad_left, pad_right)),
 out (N, C, H_out, W_out). float32 and float64 each get their own compiled version; the first
 call of each compiles (cached on disk by ``cache=True``, so later processes load it).
 """
@@ -44,10 +45,10 @@ def _bounds(n_out, kernel, stride, pad, size):
 
 
 @helper()
-def _inside(W_out, kw, sw, left, W):
+def _inside(W_out, KW, stride_w, pad_left, W):
     """The windows j_lo .. j_hi − 1 whose columns are all real (no padding, no clipping)."""
-    j_lo = min((left + sw - 1) // sw, W_out)
-    j_hi = max(min(W_out, (W + left - kw) // sw + 1), j_lo)
+    j_lo = min((pad_left + stride_w - 1) // stride_w, W_out)
+    j_hi = max(min(W_out, (W + pad_left - KW) // stride_w + 1), j_lo)
     return j_lo, j_hi
 
 
@@ -66,13 +67,13 @@ def _inside(W_out, kw, sw, left, W):
 # max pooling
 # ----------------------------------------------------------------------------------------
 @kernel(parallel=True)
-def _max_forward(x, out, winner, kh, kw, sh, sw, top, left):
+def _max_forward(x, out, winner, KH, KW, stride_h, stride_w, pad_top, pad_left):
     N, C, H, W = x.shape
     H_out, W_out = out.shape[2], out.shape[3]
-    row_lo, row_hi = _bounds(H_out, kh, sh, top, H)
-    col_lo, col_hi = _bounds(W_out, kw, sw, left, W)
-    j_lo, j_hi = _inside(W_out, kw, sw, left, W)
-    u_sw = np.uint64(sw)
+    row_lo, row_hi = _bounds(H_out, KH, stride_h, pad_top, H)
+    col_lo, col_hi = _bounds(W_out, KW, stride_w, pad_left, W)
+    j_lo, j_hi = _inside(W_out, KW, stride_w, pad_left, W)
+    u_stride_w = np.uint64(stride_w)
     for nc in prange(N * C):
         plane = x[nc // C, nc % C].reshape(H * W)
         for i in range(H_out):
@@ -83,14 +84,14 @@ def _max_forward(x, out, winner, kh, kw, sh, sw, top, left):
                 best[j] = plane[at[j]]
             for h in range(row_lo[i], row_hi[i]):
                 row = plane[h * W:(h + 1) * W]
-                for q in range(kw):
-                    start = j_lo * sw + q - left
+                for q in range(KW):
+                    start = j_lo * stride_w + q - pad_left
                     src = row[start:]
                     for jj in range(np.uint64(j_hi - j_lo)):
                         # strictly greater: on a tie the first maximum keeps the gradient
-                        if src[jj * u_sw] > best[j_lo + jj]:
-                            best[j_lo + jj] = src[jj * u_sw]
-                            at[j_lo + jj] = h * W + start + jj * u_sw
+                        if src[jj * u_stride_w] > best[j_lo + jj]:
+                            best[j_lo + jj] = src[jj * u_stride_w]
+                            at[j_lo + jj] = h * W + start + jj * u_stride_w
                 for j in range(W_out):
                     if j < j_lo or j >= j_hi:
                         for w in range(col_lo[j], col_hi[j]):
@@ -143,13 +144,14 @@ def max_forward(x, kernel, stride, pads):
         out, cache = pool_fast.max_forward(x, kernel, stride, pads)
         return out, Fallback((cache,))
     x = np.ascontiguousarray(x)
-    H_out, W_out, kh, kw, sh, sw, top, left = _geometry(x.shape, kernel, stride, pads)
+    geometry = _geometry(x.shape, kernel, stride, pads)
+    H_out, W_out, KH, KW, stride_h, stride_w, pad_top, pad_left = geometry
     out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
     winner = np.empty(out.shape, dtype=np.int64)
     if _is_2x2(kernel, stride, pads):
         _max_forward_2x2(x, out, winner)
     else:
-        _max_forward(x, out, winner, kh, kw, sh, sw, top, left)
+        _max_forward(x, out, winner, KH, KW, stride_h, stride_w, pad_top, pad_left)
     return out, (x.shape, winner)
 
 
@@ -167,13 +169,13 @@ def max_backward(dout, cache):
 # sum and average pooling
 # ----------------------------------------------------------------------------------------
 @kernel(parallel=True)
-def _sum_forward(x, divisor, out, zero, kh, kw, sh, sw, top, left):
+def _sum_forward(x, divisor, out, zero, KH, KW, stride_h, stride_w, pad_top, pad_left):
     N, C, H, W = x.shape
     H_out, W_out = out.shape[2], out.shape[3]
-    row_lo, row_hi = _bounds(H_out, kh, sh, top, H)
-    col_lo, col_hi = _bounds(W_out, kw, sw, left, W)
-    j_lo, j_hi = _inside(W_out, kw, sw, left, W)
-    u_sw = np.uint64(sw)
+    row_lo, row_hi = _bounds(H_out, KH, stride_h, pad_top, H)
+    col_lo, col_hi = _bounds(W_out, KW, stride_w, pad_left, W)
+    j_lo, j_hi = _inside(W_out, KW, stride_w, pad_left, W)
+    u_stride_w = np.uint64(stride_w)
     for nc in prange(N * C):
         plane = x[nc // C, nc % C].reshape(H * W)
         for i in range(H_out):
@@ -181,10 +183,10 @@ def _sum_forward(x, divisor, out, zero, kh, kw, sh, sw, top, left):
             total[:] = zero    # of x's dtype: float32 sums stay float32, as in pool_loops
             for h in range(row_lo[i], row_hi[i]):
                 row = plane[h * W:(h + 1) * W]
-                for q in range(kw):
-                    src = row[j_lo * sw + q - left:]
+                for q in range(KW):
+                    src = row[j_lo * stride_w + q - pad_left:]
                     for jj in range(np.uint64(j_hi - j_lo)):
-                        total[j_lo + jj] += src[jj * u_sw]
+                        total[j_lo + jj] += src[jj * u_stride_w]
                 for j in range(W_out):
                     if j < j_lo or j >= j_hi:
                         for w in range(col_lo[j], col_hi[j]):
@@ -207,15 +209,15 @@ def _sum_forward_2x2(x, divisor, out, zero):
 
 
 @kernel(parallel=True)
-def _sum_backward(dout, divisor, dx, kh, kw, sh, sw, top, left):
+def _sum_backward(dout, divisor, dx, KH, KW, stride_h, stride_w, pad_top, pad_left):
     N, C, H_out, W_out = dout.shape
     H, W = dx.shape[2], dx.shape[3]
-    row_lo, row_hi = _bounds(H_out, kh, sh, top, H)
-    col_lo, col_hi = _bounds(W_out, kw, sw, left, W)
+    row_lo, row_hi = _bounds(H_out, KH, stride_h, pad_top, H)
+    col_lo, col_hi = _bounds(W_out, KW, stride_w, pad_left, W)
     # Where windows overlap along a row, an element gets several windows' shares and they
     # must be added in pool_loops' order (window by window): then the careful path does all.
-    j_lo, j_hi = _inside(W_out, kw, sw, left, W) if sw >= kw else (0, 0)
-    u_sw = np.uint64(sw)
+    j_lo, j_hi = _inside(W_out, KW, stride_w, pad_left, W) if stride_w >= KW else (0, 0)
+    u_stride_w = np.uint64(stride_w)
     for nc in prange(N * C):
         grad = dx[nc // C, nc % C].reshape(H * W)
         grad[:] = 0
@@ -223,10 +225,10 @@ def _sum_backward(dout, divisor, dx, kh, kw, sh, sw, top, left):
         for i in range(H_out):
             for h in range(row_lo[i], row_hi[i]):
                 row = grad[h * W:(h + 1) * W]
-                for q in range(kw):
-                    dst = row[j_lo * sw + q - left:]
+                for q in range(KW):
+                    dst = row[j_lo * stride_w + q - pad_left:]
                     for jj in range(np.uint64(j_hi - j_lo)):
-                        dst[jj * u_sw] += d[i, j_lo + jj] / divisor[i, j_lo + jj]
+                        dst[jj * u_stride_w] += d[i, j_lo + jj] / divisor[i, j_lo + jj]
             for j in range(W_out):
                 if j < j_lo or j >= j_hi:
                     share = d[i, j] / divisor[i, j]
@@ -287,7 +289,7 @@ def sum_backward(dout, cache):
 
 
 def avg_forward(x, kernel, stride, pads, count_include_pad):
-    """Mean of each window: its sum divided by kh·kw (``count_include_pad``, PyTorch's default)
+    """Mean of each window: its sum divided by KH·KW (``count_include_pad``, PyTorch's default)
     or by the number of real elements under it (Keras' "same").
 
     x (N, C, H, W) -> out (N, C, H_out, W_out); the cache keeps the divisors (H_out, W_out).

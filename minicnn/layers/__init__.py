@@ -1,6 +1,6 @@
 """The layers, one family per file; each has forward(x) and backward(dy) and says its shapes."""
 from .activations import LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from .base import Layer
+from .base import Layer, no_grad
 from .container import Sequential
 from .conv import Conv2D
 from .dense import Dense

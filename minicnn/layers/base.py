@@ -11,6 +11,8 @@ whose value is a Layer is a child, in the order the attributes were set. Paramet
 freezing all go down into the children, with PyTorch's dotted names ("conv1.weight",
 "downsample.1.running_mean").
 """
+from contextlib import contextmanager
+
 import numpy as np
 
 from ..core.errors import ShapeError
@@ -19,6 +21,28 @@ from ..core.shapes import pair
 
 #: every Layer subclass by class name, filled as each class is defined: a checkpoint names its
 #: layers' types, and ``Layer.registry["Conv2D"]`` builds them again without importing a zoo
+
+
+_keep_caches = True     # False inside no_grad()
+
+
+@contextmanager
+def no_grad():
+    """``with no_grad(): model(x)``: prediction only, as ``torch.no_grad``. Each layer of a
+    Sequential (or of a residual block) forgets what its backward pass would need as soon as
+    its forward pass is done, so that only the activations still in use stay in memory instead
+    of every layer's; ``backward`` cannot follow such a forward pass."""
+    global _keep_caches
+    previous, _keep_caches = _keep_caches, False
+    try:
+        yield
+    finally:
+        _keep_caches = previous
+
+
+def keeping_caches():
+    """False inside ``no_grad()``."""
+    return _keep_caches
 
 
 class Layer:
@@ -51,6 +75,15 @@ class Layer:
 
     def __call__(self, x):
         return self.forward(x)
+
+    #: the attributes where layers keep what their backward pass needs
+    _CACHES = ("_cache", "_x")
+
+    def forget(self):
+        """Drop what the backward pass would need (after a forward pass under ``no_grad``)."""
+        for name in self._CACHES:
+            if name in vars(self):
+                setattr(self, name, None)
 
     # -- shapes without running ---------------------------------------------------------
     def output_shape(self, input_shape):

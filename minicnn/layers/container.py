@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..core.errors import ShapeError
-from .base import Layer, children_repr, refuse_integers
+from .base import Layer, children_repr, keeping_caches, refuse_integers
 
 #: Keras' compile / fit / evaluate / predict, by name. The training loop lives in
 #: ``minicnn.train``, a floor above the layers; it fills this table when it is imported
@@ -92,6 +92,8 @@ class Sequential(Layer):
                 x = layer(x)
             except ShapeError as err:
                 raise self._with_context(err, i, shapes) from None
+            if not keeping_caches():
+                layer.forget()
         return x
 
     skips_input_grad = True

@@ -15,7 +15,7 @@ import numpy as np
 from ..core.errors import ShapeError
 from ..core.random import get_rng
 from .activations import ReLU
-from .base import Layer, as_float, children_repr
+from .base import Layer, as_float, children_repr, keeping_caches
 from .container import Sequential
 from .conv import Conv2D
 from .norm import BatchNorm2D
@@ -126,7 +126,10 @@ class _ResidualBlock(Layer):
 
     def _run(self, name, layer, x):
         try:
-            return layer(x)
+            y = layer(x)
+            if not keeping_caches():
+                layer.forget()
+            return y
         except ShapeError as err:
             raise ShapeError(f"{err}\n  in {self.describe()}, layer {name!r}, input shape "
                              f"{tuple(x.shape)}") from None

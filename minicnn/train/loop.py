@@ -14,6 +14,7 @@ a clean stop on Ctrl-C, and a clear stop when the loss stops being a finite numb
 import numpy as np
 
 from ..core.errors import NonFiniteError
+from ..layers import no_grad
 
 
 def accuracy(outputs, labels):
@@ -89,7 +90,8 @@ def evaluate(model, x, y, criterion, batch_size=1000):
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        out = model(xb)
+        with no_grad():
+            out = model(xb)
         total_loss += criterion(out, yb) * len(xb) if criterion.reduction == "mean" else criterion(out, yb)
         labels = yb.argmax(axis=1) if yb.ndim == 2 else yb
         correct += int(np.sum(np.argmax(out, axis=1) == labels))
@@ -101,6 +103,7 @@ def predict(model, x, batch_size=1000):
     """The model's outputs for x in eval mode: (N, ...) stacked batch by batch."""
     was_training = model.training
     model.eval()
-    outs = [model(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
+    with no_grad():
+        outs = [model(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
     model.train(was_training)
     return np.concatenate(outs)
