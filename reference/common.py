@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from minicnn import data, zoo
@@ -34,13 +35,27 @@ def parser(prog, description):
                    help="the framework's own Adam (or plain SGD)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/latest")
+    p.add_argument("--out", default="runs/latest",
+                   help="the run's folder; one that holds a finished run is refused unless "
+                        "--overwrite (or, for PyTorch, --resume) says what to do with it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: the GPU when the framework sees one")
     p.add_argument("--limit", type=int, default=0,
                    help="use only the first N training images (and N // 6 test images)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     return p
+
+
+def check_out(args):
+    """Refuse an --out that holds a run (its metrics.json) unless --overwrite or --resume: a run
+    is never replaced silently. Every process of a distributed run checks the same folder."""
+    done = Path(args.out) / "metrics.json"
+    if done.exists() and not (args.overwrite or getattr(args, "resume", False)):
+        usage_error(f"{args.out} holds a run already ({done}); give another --out, or --overwrite "
+                    f"to replace it" + (", or --resume to continue it" if hasattr(args, "resume")
+                                        else ""))
 
 
 def usage_error(message):

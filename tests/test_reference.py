@@ -164,6 +164,29 @@ def test_training_script_writes_minicnns_metrics(framework, minicnn_metrics, tmp
     assert metrics["config"]["framework"] == framework and "CPU" in metrics["config"]["device"].upper()
     assert (tmp_path / "curves.png").is_file()
     assert (tmp_path / ("model.pt" if framework == "torch" else "model.keras")).is_file()
+    # the same command again would replace the run: refused with one line, nothing touched
+    before = (tmp_path / "metrics.json").read_bytes()
+    again = subprocess.run([sys.executable, f"reference/{framework}/train.py", "--model", "lenet5",
+                            "--epochs", "1", "--limit", "600", "--device", "cpu", "--out",
+                            str(tmp_path)], cwd=ROOT, env=ENV, text=True, capture_output=True,
+                           timeout=300)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert [line for line in again.stderr.splitlines() if line.startswith("error:")] == [
+        line for line in again.stderr.splitlines() if "holds a run already" in line] != []
+    assert (tmp_path / "metrics.json").read_bytes() == before
+
+
+def test_an_out_with_a_run_is_refused_unless_overwrite_or_resume(tmp_path):
+    from reference import common
+    (tmp_path / "metrics.json").write_text("{}")
+    args = common.parser("train.py", "").parse_args(["--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as refused:
+        common.check_out(args)
+    assert refused.value.code == 2
+    common.check_out(common.parser("train.py", "").parse_args(["--out", str(tmp_path), "--overwrite"]))
+    args.resume = True
+    common.check_out(args)
+    common.check_out(common.parser("train.py", "").parse_args(["--out", str(tmp_path / "new")]))
 
 
 def test_torch_device_choice():

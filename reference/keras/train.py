@@ -253,6 +253,7 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     common.check_model(args.model, ("keras", MODELS))
+    common.check_out(args)
     strategy, device = make_strategy(args.strategy, args.replicas, args.device)  # before any TF op
     spec = zoo.spec(args.model)
     run = common.load_run(args)

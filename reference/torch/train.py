@@ -232,6 +232,7 @@ def main(argv=None):
     """The script: one process, or one of the processes torchrun started (RANK in the environment)."""
     args = parse(argv)
     common.check_model(args.model, ("torch", MODELS))
+    common.check_out(args)
     processes = int(os.environ.get("WORLD_SIZE", 1)) if distributed.launched() else 1
     if args.batch_size % processes:
         common.usage_error(f"--batch-size {args.batch_size} is the global batch, shared by the "
