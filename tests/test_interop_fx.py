@@ -82,7 +82,8 @@ def test_from_torch_reads_other_spellings():
     import torch
     torch.manual_seed(0)
     for net in other_spellings():
-        torch_logits_check(net, (1, 28, 28), type(net).__name__)
+        model = torch_logits_check(net, (1, 28, 28), type(net).__name__)   # asserts the outputs
+        assert isinstance(model, mc.Sequential) and len(model) > 0
 
 
 def unsupported_forwards():

@@ -287,6 +287,13 @@ class Recorder:
         row.output_shapes = [tuple(s) for s in output_shapes]
         self._pop(row)
 
+    def failed_row(self, error, input_shape):
+        """The row the model failed in; an "error" row of its own when ``error`` was raised
+        outside every layer (the model's own code between two calls)."""
+        if self.failed is None:
+            self.fail(self.open(type(error).__name__, "error", [tuple(input_shape)]))
+        return self.failed
+
     def fail(self, row):
         """``row``'s call raised: the first row to see the exception is the failing one."""
         if self.failed is None:

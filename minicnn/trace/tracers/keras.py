@@ -161,10 +161,7 @@ def trace(model, input_shape, batch=1, name=None, seed=0):
                    param_bytes=sum(int(np.prod(v.shape)) * _itemsize(v.dtype) for v in weights))
     finish(rec.rows, layout)
     if error is not None:
-        row = rec.failed
-        if row is None:
-            row = rec.open(type(error).__name__, "error", [x.shape])
-            rec.fail(row)
+        row = rec.failed_row(error, x.shape)
         result.failure = _diagnose(result, row, layer_of.get(row.index),
                                    first_error[0] if first_error else error)
     return result

@@ -267,10 +267,7 @@ def trace(model, input_shape, batch=1, name=None, seed=0):
                    param_bytes=sum(p.numel() * p.element_size() for p in params))
     finish(rec.rows, "NCHW")
     if error is not None:
-        row = rec.failed
-        if row is None:
-            row = rec.open(type(error).__name__, "error", [tuple(x.shape)])
-            rec.fail(row)
+        row = rec.failed_row(error, x.shape)
         result.failure = _diagnose(result, row, module_of.get(row.index), call_of.get(row.index),
                                    error)
     return result
