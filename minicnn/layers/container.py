@@ -1,4 +1,6 @@
 """Sequential: layers applied one after another, and backward through them in reverse."""
+import math
+
 import numpy as np
 
 from ..core.errors import ShapeError
@@ -33,6 +35,8 @@ class Sequential(Layer):
     ``model["fc"]`` or ``model.fc``, and replaced with ``model["fc"] = Dense(2048, 2)`` (a new
     head for transfer learning). Parameter names follow: "3.weight", "fc.weight", "1.2.weight".
     """
+
+    per_image = True
 
     def __init__(self, layers=()):
         super().__init__()
@@ -85,6 +89,45 @@ class Sequential(Layer):
 
     def forward(self, x):
         x = refuse_integers(x, "Sequential.forward")
+        size = self._slice_size(x)
+        if size < len(x):
+            return self._forward_in_slices(x, size)
+        return self._forward_layers(x)
+
+    def _slice_size(self, x):
+        """How many images of x (N, ...) to send through the layers at a time: all of them,
+        except in evaluation mode under ``no_grad`` with layers that compute each image on its
+        own. Then a slice whose activations, all layers together, hold about ``SLICE_BYTES``:
+        they stay in the CPU's cache from one layer to the next, and their memory is reused,
+        not requested anew from the system (page faults) for every layer's output. The
+        numbers are each image's own either way, up to the last bits of a matrix product
+        whose blocking depends on its number of rows."""
+        if keeping_caches() or self.training or x.ndim == 0 or not self.computes_per_image():
+            return len(x)
+        try:
+            rows = self.shapes((1,) + x.shape[1:])
+        except ShapeError:
+            return len(x)           # the unsliced pass reports it, with the whole batch's shapes
+        per_image = sum(math.prod(shape) for _, _, shape in rows) * max(x.itemsize, 4)
+        return max(self.SLICE_MIN, self.SLICE_BYTES // max(per_image, 1))
+
+    #: a slice's activations in bytes (about a server CPU's last-level cache), and its fewest
+    #: images (see ``_slice_size``). Measured on mnist_cnn and resnet_small prediction (batches
+    #: of 1000 and 500, 2 threads): slices of 30 to 200 images took 1.1 to 1.5 times less time
+    #: than the whole batch, without a clear best among them.
+    SLICE_BYTES = 16 << 20
+    SLICE_MIN = 16
+
+    def _forward_in_slices(self, x, size):
+        """The output for x (N, ...), computed ``size`` images at a time (evaluation only)."""
+        first = self._forward_layers(x[:size])
+        out = np.empty((len(x),) + first.shape[1:], dtype=first.dtype)
+        out[:size] = first
+        for start in range(size, len(x), size):
+            out[start:start + size] = self._forward_layers(x[start:start + size])
+        return out
+
+    def _forward_layers(self, x):
         shapes = []
         for i, layer in enumerate(self.layers):
             shapes.append(tuple(x.shape))
