@@ -1,7 +1,7 @@
 """The Numba kernels (the default backend) against the teaching loops, NumPy and PyTorch.
 
-Convolution: both algorithms ("direct" and "gemm"), every output (out, dx, dw, db), float32 and
-float64, random shapes with stride, padding and dilation. Pooling: bit for bit the loops,
+Convolution: the three algorithms ("direct", "gemm" and "winograd"), every output (out, dx, dw,
+db), float32 and float64, random shapes with stride, padding and dilation. Pooling: bit for bit the loops,
 ties included. ReLU and Adam: bit for bit the NumPy code they replace. The parallel versions
 run in a subprocess with two threads and must give the serial versions' bits.
 """
@@ -124,15 +124,129 @@ def test_numba_conv_equals_loops(name, config, dtype, seed):
                         conv_bounds(args, seed + 2, dtype))
 
 
-def test_direct_takes_stride_one_and_gemm_takes_the_rest(algorithm):
+def test_each_algorithm_takes_the_shapes_it_computes(algorithm):
     algorithm("direct")
     assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (1, 1)) == "direct"
     assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (2, 1)) == "gemm"
+    algorithm("winograd")
+    assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (1, 1)) == (
+        "winograd" if conv_numba.blas.GEMM is not None else "gemm")
+    for w_shape, stride, dilation in [((4, 3, 5, 5), (1, 1), (1, 1)),
+                                      ((4, 3, 3, 3), (2, 2), (1, 1)),
+                                      ((4, 3, 3, 3), (1, 1), (2, 1))]:
+        assert conv_numba.algorithm((2, 3, 9, 9), w_shape, stride, dilation) == "gemm"
     algorithm(None)
-    for x_shape, w_shape in [((64, 1, 28, 28), (6, 1, 5, 5)), ((64, 32, 26, 26), (64, 32, 3, 3))]:
+    for x_shape, w_shape in [((64, 1, 28, 28), (6, 1, 5, 5)), ((64, 1, 28, 28), (32, 1, 3, 3)),
+                             ((64, 8, 16, 16), (8, 8, 3, 3)), ((64, 64, 8, 8), (64, 64, 3, 3))]:
         assert conv_numba.algorithm(x_shape, w_shape, (1, 1)) == "gemm"
+    assert conv_numba.algorithm((64, 32, 26, 26), (64, 32, 3, 3), (1, 1)) == (
+        "winograd" if conv_numba.blas.GEMM is not None else "gemm")     # mnist_cnn's second
     with pytest.raises(ValueError, match="direct"):
-        conv_numba.force("winograd")
+        conv_numba.force("fft")
+
+
+# Winograd's F(2×2, 3×3) sums other terms than the formula: each output is
+#     Aᵀ [Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B)] A + b,
+# every term of which goes through at most k = C + 11 roundings (4 in G g Gᵀ, 2 in Bᵀ d B, 1
+# product, C − 1 additions over the input channels in any order, 4 in Aᵀ M A, 1 for the bias;
+# G's halves are exact in binary). By the same argument as above, |winograd − exact| <= γ_k · Z,
+# Z the same computation on the absolute values of x, w, b and of the transforms' entries
+# (every term then positive), here in float64. The reference (the loops, same dtype) is within
+# γ_n·Σ|terms| of exact, so the two differ by at most γ_k·Z + γ_n·Σ|terms|. The input gradient
+# is such a correlation too (dout padded by 2, the weights turned, O channels summed): k = O + 11.
+# A wrong transform entry or tile offset moves an output by a whole term: far above the bound.
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+
+def winograd_magnitude(x, w, b, pads, crop):
+    """Z per output (float64): F(2×2, 3×3) of |x| padded by ``pads`` with |w| (O, C, 3, 3) and
+    |b| (or None), every transform entry replaced by its absolute value; the window ``crop``
+    ((top, rows), (left, columns)) of the result."""
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
+    x = np.abs(np.asarray(x, np.float64))
+    H_full = x.shape[2] + pad_top + pad_bottom - 2
+    W_full = x.shape[3] + pad_left + pad_right - 2
+    TH, TW = -(-H_full // 2), -(-W_full // 2)
+    x_pad = np.zeros(x.shape[:2] + (2 * TH + 2, 2 * TW + 2))
+    x_pad[:, :, pad_top:pad_top + x.shape[2], pad_left:pad_left + x.shape[3]] = x
+    d = np.lib.stride_tricks.sliding_window_view(x_pad, (4, 4), axis=(2, 3))[:, :, ::2, ::2]
+    V = np.einsum("xr,nctsrq,yq->nctsxy", np.abs(B_T), d, np.abs(B_T))
+    U = np.einsum("xp,ocpq,yq->ocxy", np.abs(G), np.abs(np.asarray(w, np.float64)), np.abs(G))
+    Y = np.einsum("ax,notsxy,by->notsab", np.abs(A_T), np.einsum("ocxy,nctsxy->notsxy", U, V),
+                  np.abs(A_T))
+    N, O = Y.shape[:2]
+    Z = Y.transpose(0, 1, 2, 4, 3, 5).reshape(N, O, 2 * TH, 2 * TW)
+    if b is not None:
+        Z = Z + np.abs(np.asarray(b, np.float64))[:, None, None]
+    (top, rows), (left, columns) = crop
+    return Z[:, :, top:top + rows, left:left + columns]
+
+
+def winograd_bounds(module_args, dout_seed, dtype):
+    """[allowed |winograd − loops| per entry] for out, dx; dw and db as conv_bounds (gemm)."""
+    x, w, b, stride, pads, dilation = module_args
+    bounds = conv_bounds(module_args, dout_seed, dtype)
+    reference = [None if bound is None else bound / 2 for bound in bounds]   # γ_n·Σ|terms|
+    (N, C, H, W), O = x.shape, w.shape[0]
+    H_out = H + sum(pads[0]) - 2
+    W_out = W + sum(pads[1]) - 2
+    dout = normal((N, O, H_out, W_out), dout_seed, x.dtype)
+    turned = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    u = np.finfo(dtype).eps / 2
+    gamma = lambda k: k * u / (1 - k * u)     # noqa: E731
+    Z_out = winograd_magnitude(x, w, b, pads, ((0, H_out), (0, W_out)))
+    Z_dx = winograd_magnitude(dout, turned, None, ((2, 2), (2, 2)),
+                              ((pads[0][0], H), (pads[1][0], W)))
+    return [reference[0] + gamma(C + 11) * Z_out, reference[1] + gamma(O + 11) * Z_dx,
+            bounds[2], bounds[3]]
+
+
+@st.composite
+def winograd_configs(draw):
+    """(constructor kwargs, input shape): a 3×3, stride-1 convolution, odd and even sizes,
+    any padding (asymmetric too)."""
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 11)),
+             draw(st.integers(1, 11)))
+    padding = draw(st.one_of(st.integers(0, 2), st.just("same"),
+                             st.tuples(st.tuples(st.integers(0, 2), st.integers(0, 2)),
+                                       st.tuples(st.integers(0, 2), st.integers(0, 2)))))
+    cfg = dict(in_channels=shape[1], out_channels=draw(st.integers(1, 5)), kernel_size=3,
+               stride=1, padding=padding, dilation=1, bias=draw(st.booleans()))
+    return cfg, shape
+
+
+@pytest.mark.skipif(conv_numba.blas.GEMM is None, reason="Winograd runs its products in BLAS "
+                    "from Numba; without it conv_numba never chooses it")
+@given(config=winograd_configs(), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=st.integers(0, 2**16))
+@example(config=({"in_channels": 32, "out_channels": 16, "kernel_size": 3, "stride": 1,
+                  "padding": 0, "dilation": 1, "bias": True}, (2, 32, 9, 8)),
+         dtype=np.float32, seed=0)       # mnist_cnn's second layer's channels, an odd size
+def test_winograd_equals_loops(config, dtype, seed):
+    cfg, shape = config
+    assume(window_fits(cfg, shape))
+    args = conv_arguments(cfg, shape, dtype, seed)
+    with conv_numba.forcing("winograd"):
+        assert conv_numba.algorithm(shape, args[1].shape, (1, 1)) == "winograd"
+        ours = conv_outputs(conv_numba, *args, dout_seed=seed + 2)
+    reference = conv_outputs(conv_loops, *args, dout_seed=seed + 2)
+    assert_same_outputs(ours, reference, dtype, f"winograd: {cfg} on {shape} {np.dtype(dtype)}",
+                        winograd_bounds(args, seed + 2, dtype))
+
+
+@requires_torch
+@pytest.mark.skipif(conv_numba.blas.GEMM is None, reason="no Winograd without BLAS in Numba")
+@settings(max_examples=max(10, settings.default.max_examples // 5))
+@given(config=winograd_configs(), seed=st.integers(0, 2**16))
+def test_winograd_conv_layer_matches_torch(config, seed):
+    """The layer on Winograd's kernels against torch.nn.Conv2d, outputs and every gradient."""
+    cfg, shape = config
+    assume(window_fits(cfg, shape))
+    layer = mc.Conv2D(**cfg, dtype=np.float64, rng=seed)
+    with conv_numba.forcing("winograd"):
+        compare(layer, normal(shape, seed + 1), "torch", seed=seed, config=f"{cfg} on {shape}")
 
 
 @pytest.mark.skipif(conv_numba.blas.GEMM is None, reason="NumPy's BLAS is not callable from "
@@ -155,7 +269,7 @@ def test_blas_in_numba_equals_the_numpy_path(monkeypatch, algorithm, dtype, bias
     np.testing.assert_array_equal(in_numba[0], from_python[0])   # the same products
 
 
-@pytest.mark.parametrize("name", ["direct", "gemm"])
+@pytest.mark.parametrize("name", ["direct", "gemm", "winograd"])
 @pytest.mark.parametrize("module", ["loops", "fast", "numba"])
 def test_need_dx_false_skips_only_dx(algorithm, name, module):
     module = {"loops": conv_loops, "fast": kernels.conv_fast, "numba": conv_numba}[module]
@@ -179,6 +293,11 @@ def test_conv_reads_non_contiguous_input(algorithm):
         reference = conv_outputs(conv_loops, x, w, b, (1, 1), ((1, 0), (0, 1)), (1, 1), 3)
         assert_same_outputs(ours, reference, np.float64, name,
                             conv_bounds((x, w, b, (1, 1), ((1, 0), (0, 1)), (1, 1)), 3, np.float64))
+    w = normal((4, 3, 3, 3), 1)
+    algorithm("winograd")
+    args = (x, w, b, (1, 1), ((1, 0), (0, 1)), (1, 1))
+    assert_same_outputs(conv_outputs(conv_numba, *args, 3), conv_outputs(conv_loops, *args, 3),
+                        np.float64, "winograd", winograd_bounds(args, 3, np.float64))
 
 
 @requires_torch

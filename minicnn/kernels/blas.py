@@ -7,7 +7,7 @@ on one thread) keeps every core busy with whole images: no Python between the im
 set of threads.
 
 The kernels receive the C functions' addresses as integers and call them through a pointer
-(``conv_numba._gemm``), so that their machine code can still be cached on disk: an address
+(``blas_numba.gemm``), so that their machine code can still be cached on disk: an address
 baked into the code would differ from one process to the next, and a ``ctypes`` function as
 an argument costs Numba ~0.4 ms of type checks per call.
 

@@ -35,32 +35,52 @@ from contextlib import contextmanager
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import prange
 
 from ..core.shapes import window_output_size
-from . import blas, conv_fast
-from .blas import NO_TRANS, ROW_MAJOR, TRANS
+from . import blas, conv_fast, conv_winograd
+from .blas import NO_TRANS, TRANS
+from .blas_numba import gemm as _gemm
+from .blas_numba import set_threads as _set_threads
 from .jit import FMA as _FMA
 from .jit import SUM as _SUM
 from .jit import COMPILED_DTYPES, Fallback, helper, kernel
 
 _CHUNK_BYTES = 2 << 20      # NumPy path: im2col of a few images at a time (the L2 cache's size)
 _GROUP = 4                  # images whose weight gradients one thread adds up before the next
-_ALGORITHMS = ("direct", "gemm")
+_ALGORITHMS = ("direct", "gemm", "winograd")
 _forced = None
+# Winograd from this many input and output channels, and input positions H·W, on: below, its
+# 16 products are too small for BLAS to beat one im2col product. Measured on one thread,
+# forward + backward of 64 images: 32→64 channels at 26×26 (mnist_cnn) 1.2 times faster and
+# 32→32 at 32×32 1.4 times; 16→16 at 16×16 and 64→64 at 8×8 1.1 to 1.2 times slower.
+_WINOGRAD_CHANNELS = 32
+_WINOGRAD_POSITIONS = 256
 
 
-def algorithm(x_shape, w_shape, stride):
-    """The algorithm for input (N, C, H, W), weights (O, C, KH, KW) and stride: "gemm", the
-    faster on every zoo layer, for training and for prediction (measured on one thread; both
-    split the batch over the threads the same way).
+def winograd_fits(w_shape, stride, dilation=(1, 1)):
+    """Whether Winograd's F(2×2, 3×3) computes this convolution: 3×3 weights, stride 1, no
+    dilation, and BLAS callable from Numba."""
+    return (tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and blas.GEMM is not None)
 
-    ``force("direct")`` or ``with forcing("direct"):`` overrides it (tests, lesson 13).
+
+def algorithm(x_shape, w_shape, stride, dilation=(1, 1)):
+    """The algorithm for input (N, C, H, W), weights (O, C, KH, KW), stride and dilation:
+    "winograd" for 3×3, stride 1 with at least ``_WINOGRAD_CHANNELS`` channels in and out and
+    ``_WINOGRAD_POSITIONS`` input positions, "gemm" for every other (the faster on every zoo layer, for training and for prediction,
+    measured on one thread: all split the batch over the threads the same way).
+
+    ``force(name)`` or ``with forcing(name):`` overrides it where the algorithm applies
+    (tests, lesson 13): "direct" needs stride 1, "winograd" ``winograd_fits``.
     """
-    if _forced is not None and (_forced == "gemm" or tuple(stride) == (1, 1)):
+    if _forced == "gemm" or (_forced == "direct" and tuple(stride) == (1, 1)):
         return _forced
+    if winograd_fits(w_shape, stride, dilation):
+        if _forced == "winograd" or (
+                _forced is None and min(w_shape[0], w_shape[1]) >= _WINOGRAD_CHANNELS
+                and x_shape[2] * x_shape[3] >= _WINOGRAD_POSITIONS):
+            return "winograd"
     return "gemm"
 
 
@@ -76,8 +96,8 @@ def forcing(name):
 
 
 def force(name):
-    """Use ``name`` ("direct" or "gemm") for every shape it supports; None: choose per shape.
-    "direct" needs stride 1; strided convolutions stay on "gemm"."""
+    """Use ``name`` ("direct", "gemm" or "winograd") for every shape it supports; None: choose
+    per shape. The others stay on "gemm"."""
     global _forced
     if name is not None and name not in _ALGORITHMS:
         raise ValueError(f"conv algorithm must be one of {_ALGORITHMS} or None, got {name!r}")
@@ -254,45 +274,6 @@ def _col2im_image(dcols, dx_pad, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_
                                 row[i * u_W_out + j]
 
 
-@intrinsic
-def _gemm(typingctx, address, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """cblas_?gemm(RowMajor, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc), the
-    function at ``address``: C = alpha·op(A)·op(B) + beta·C. A, B, C are given as addresses
-    (``array.ctypes.data``), sizes as integers (64-bit in the call), alpha and beta in the
-    dtype of the arrays (float32: sgemm, float64: dgemm)."""
-    sig = types.void(address, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-    def codegen(context, builder, signature, args):
-        i32, i64, pointer = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
-        real = context.get_value_type(signature.args[6])
-        kinds = [i32, i32, i32, i64, i64, i64, real, pointer, i64, pointer, i64, real, pointer,
-                 i64]
-        function = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), kinds).as_pointer())
-        values = [ir.Constant(i32, ROW_MAJOR)]
-        for value, kind in zip(args[1:], kinds[1:]):
-            if kind is pointer:
-                value = builder.inttoptr(value, pointer)
-            elif isinstance(kind, ir.IntType) and value.type.width != kind.width:
-                value = (builder.sext if value.type.width < kind.width else builder.trunc)(
-                    value, kind)
-            values.append(value)
-        builder.call(function, values)
-    return sig, codegen
-
-
-@intrinsic
-def _set_threads(typingctx, address, count):
-    """openblas_set_num_threads_local(count), the function at ``address``: this thread's BLAS
-    thread count; returns the previous one."""
-    sig = types.int32(address, count)
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        function = builder.inttoptr(args[0], ir.FunctionType(i32, [i32]).as_pointer())
-        return builder.call(function, [builder.trunc(args[1], i32)])
-    return sig, codegen
-
-
 @kernel(parallel=True)
 def _gemm_forward(x_pad, wb, out, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
                  gemm, set_threads):
@@ -408,8 +389,11 @@ def forward(x, w, b, stride, pads, dilation):
     H_out = window_output_size(H_pad, KH, stride_h, (0, 0), dil_h)
     W_out = window_output_size(W_pad, KW, stride_w, (0, 0), dil_w)
     out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
-    algo = algorithm(x.shape, w.shape, stride)
+    algo = algorithm(x.shape, w.shape, stride, dilation)
     geometry = (KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
+    if algo == "winograd":
+        out = conv_winograd.forward(x, w, b, pads)
+        return out, (algo, x_pad, _with_bias(w, b), b is not None, x.shape, pads, geometry)
     if algo == "direct":
         bias = b if b is not None else np.zeros(O, dtype=w.dtype)
         _direct_forward(x_pad, w, np.ascontiguousarray(bias, dtype=w.dtype), out, dil_h, dil_w)
@@ -443,6 +427,10 @@ def backward(dout, cache, need_dx=True):
     dout = np.ascontiguousarray(dout, dtype=w.dtype)
     N, C, H, W = x_shape
     O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
+    if algo == "winograd":      # the weights' gradient as "gemm" does it, dx by Winograd
+        dx = None if not need_dx else conv_winograd.input_gradient(
+            dout, np.ascontiguousarray(w[:, :K]).reshape((O, C, KH, KW)), x_shape, pads)
+        return (dx,) + backward(dout, ("gemm",) + cache[1:], need_dx=False)[1:]
     dx_pad = np.empty(x_pad.shape if need_dx else (0,) + x_pad.shape[1:], dtype=w.dtype)
     if algo == "direct":
         W_pad = x_pad.shape[3]

@@ -1,0 +1,215 @@
+"""Winograd's F(2×2, 3×3): a 3×3 convolution (stride 1, no dilation) with 2.25 times fewer
+multiplications, compiled with Numba; ``conv_numba`` chooses it where it is faster.
+
+A 2×2 block of outputs reads a 4×4 tile d of the input. Directly, it costs 2·2·3·3 = 36
+multiply-adds per (output channel, input channel). Winograd (Lavin & Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2015) writes the same four numbers as
+
+    Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A
+
+with g_c the 3×3 weights of input channel c and
+
+    Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]
+    G  = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]
+    Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]
+
+The transforms only add and subtract (G's halves are exact in binary), and the sum over the
+channels is, for each of the 16 positions ξ of the 4×4 tile, a matrix product
+
+    M[ξ] (O, tiles) = U[ξ] (O, C) @ V[ξ] (C, tiles),   U = G g Gᵀ,  V = Bᵀ d B
+
+so 16 products of C multiply-adds per (o, tile) instead of 36: the 16 go to BLAS, one image per
+thread, as in the "gemm" algorithm.
+
+The input gradient of a 3×3 stride-1 convolution is itself one: the output gradient padded by 2
+on each side, correlated with the weights turned by 180° and with input and output channels
+swapped (``input_gradient``).
+
+Rounding: each output is a sum whose every term went through at most C + 11 roundings (4 in
+U, 2 in V, 1 product, C − 1 additions over the channels, 4 in Aᵀ·M·A, 1 for the bias), so
+|computed − exact| <= γ_(C+11) · Aᵀ [Σ_c (|G| |g_c| |G|ᵀ) ⊙ (|B|ᵀ |d_c| |B|)] A + γ_1·|b|, with
+γ_k = k·u/(1 − k·u) (Higham, §3.1); tests/test_kernels_numba.py checks this bound.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from . import blas
+from .blas import NO_TRANS
+from .blas_numba import gemm as _gemm
+from .blas_numba import set_threads as _set_threads
+from .jit import helper, kernel
+
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+def tiles(H_out, W_out):
+    """(tiles down, tiles across) of 2×2 outputs: ceil(H_out/2), ceil(W_out/2)."""
+    return (H_out + 1) // 2, (W_out + 1) // 2
+
+
+def transform_weights(w):
+    """U (16, O, C) = G g Gᵀ for each (o, c), the 4×4 result flattened row by row: w (O, C, 3, 3)
+    in its own dtype. (Two tensordots: 3 times faster than one einsum, which matters when a
+    batch goes through in slices.)"""
+    g = G.astype(w.dtype)
+    wg = np.tensordot(w, g, axes=([3], [1]))          # (O, C, 3, 4): g Gᵀ, row by row
+    U = np.tensordot(g, wg, axes=([1], [2]))          # (4, O, C, 4): G (g Gᵀ)
+    return np.ascontiguousarray(U.transpose(0, 3, 1, 2)).reshape(16, w.shape[0], w.shape[1])
+
+
+@helper()
+def _transform_input(x_pad, n, v, rows):
+    """v (C, 16, tiles) := Bᵀ d B of every 4×4 tile d of image n of x_pad (N, C, H_pad, W_pad);
+    rows (4, W_pad) is scratch. Two passes, each a contiguous loop the compiler vectorises:
+    Bᵀ down the columns of a band of 4 rows, then B along the rows. (Indices are unsigned:
+    no check for negative ones, which would keep the loops from vectorising.)"""
+    C, W_pad = x_pad.shape[1], x_pad.shape[3]
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    TH, TW = np.uint64((x_pad.shape[2] - 2) // 2), np.uint64((W_pad - 2) // 2)
+    for c in range(np.uint64(C)):
+        for ti in range(TH):
+            top = two * ti
+            for s in range(np.uint64(W_pad)):
+                d0, d1 = x_pad[n, c, top, s], x_pad[n, c, top + one, s]
+                d2, d3 = x_pad[n, c, top + two, s], x_pad[n, c, top + three, s]
+                rows[0, s] = d0 - d2
+                rows[1, s] = d1 + d2
+                rows[2, s] = d2 - d1
+                rows[3, s] = d1 - d3
+            first = ti * TW
+            for k in range(np.uint64(4)):
+                for tj in range(TW):
+                    s, t = two * tj, first + tj
+                    v[c, 4 * k, t] = rows[k, s] - rows[k, s + two]
+                    v[c, 4 * k + one, t] = rows[k, s + one] + rows[k, s + two]
+                    v[c, 4 * k + two, t] = rows[k, s + two] - rows[k, s + one]
+                    v[c, 4 * k + three, t] = rows[k, s + one] - rows[k, s + three]
+
+
+@helper(inline="always")
+def _output_row(sums, bias, out, n, o, i, W_out):
+    """out[n, o, i] (W_out,) := A applied along the row of every tile: sums (4, tiles across)
+    holds the row's four columns per tile (from Aᵀ M); then + bias."""
+    one, two = np.uint64(1), np.uint64(2)
+    pairs = np.uint64(W_out // 2)
+    for tj in range(pairs):
+        out[n, o, i, two * tj] = (sums[0, tj] + sums[1, tj] + sums[2, tj]) + bias
+        out[n, o, i, two * tj + one] = (sums[1, tj] - sums[2, tj] - sums[3, tj]) + bias
+    if W_out % 2:
+        out[n, o, i, two * pairs] = (sums[0, pairs] + sums[1, pairs] + sums[2, pairs]) + bias
+
+
+@helper()
+def _transform_output(m, b, out, n, scratch):
+    """out[n] (O, H_out, W_out) := Aᵀ M A + b of every tile, M = m (O, 16, tiles); the outputs
+    past H_out or W_out dropped. scratch (≥ 8, tiles across): Aᵀ down the columns of a row of
+    tiles first, then A along the two output rows, each a contiguous loop."""
+    O, H_out, W_out = out.shape[1], out.shape[2], out.shape[3]
+    one, two, four = np.uint64(1), np.uint64(2), np.uint64(4)
+    TH, TW = np.uint64((H_out + 1) // 2), np.uint64((W_out + 1) // 2)
+    top, bottom = scratch[:4], scratch[4:8]
+    for o in range(np.uint64(O)):
+        for ti in range(TH):
+            first = ti * TW
+            for k in range(four):     # Aᵀ's rows [1 1 1 0] and [0 1 −1 −1] down column k
+                for tj in range(TW):
+                    t = first + tj
+                    top[k, tj] = m[o, k, t] + m[o, four + k, t] + m[o, 8 + k, t]
+                    bottom[k, tj] = m[o, four + k, t] - m[o, 8 + k, t] - m[o, 12 + k, t]
+            _output_row(top, b[o], out, n, o, two * ti, W_out)
+            if two * ti + one < np.uint64(H_out):
+                _output_row(bottom, b[o], out, n, o, two * ti + one, W_out)
+
+
+@kernel(parallel=True)
+def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, M, full, scratch,
+               gemm, set_threads):
+    """out (N, O, H_o, W_o) := the window at (crop_top, crop_left) of the 3×3 correlation of
+    x (N, C, H, W), padded with zeros (pad_top rows above, pad_left columns before, and below
+    and after as many as the tiles need), with U (16, O, C) the transformed weights; + b (O,).
+
+    Each thread's buffers: images (threads, C, 2·TH + 2, 2·TW + 2), zeros, the padded image
+    (or no threads at all: x is already that, read in place); V (threads, C, 16, tiles) and
+    M (threads, O, 16, tiles), a tile's 16 values close together; full (threads, O, H_full,
+    W_full), the uncropped output (or no threads: out is it); scratch (threads, 8, ≥ 2·TW + 2).
+    """
+    N, C, H, W = x.shape
+    O = out.shape[1]
+    T = V.shape[3]
+    H_o, W_o = out.shape[2], out.shape[3]
+    padded, cropped = images.shape[0] > 0, full.shape[0] > 0
+    one, zero = out.dtype.type(1), out.dtype.type(0)
+    for n in prange(N):
+        thread = numba.get_thread_id()
+        v, m, rows = V[thread], M[thread], scratch[thread]
+        if padded:        # the image inside its zeros (they stay: only the inside is written)
+            H_in = min(H, images.shape[2] - pad_top)
+            W_in = min(W, images.shape[3] - pad_left)
+            for c in range(C):
+                for i in range(H_in):
+                    images[thread, c, pad_top + i, pad_left:pad_left + W_in] = x[n, c, i, :W_in]
+            _transform_input(images, thread, v, rows)
+        else:
+            _transform_input(x, n, v, rows)
+        before = _set_threads(set_threads, 1)   # one product per thread: the others are busy
+        for xi in range(16):        # M[:, ξ] (O, T) = U[ξ] (O, C) @ V[:, ξ] (C, T), rows 16·T apart
+            _gemm(gemm, NO_TRANS, NO_TRANS, O, T, C, one, U[xi].ctypes.data, C,
+                  v[0, xi].ctypes.data, 16 * T, zero, m[0, xi].ctypes.data, 16 * T)
+        _set_threads(set_threads, before)
+        if cropped:
+            _transform_output(m, b, full, thread, rows)
+            for o in range(O):
+                for i in range(H_o):
+                    out[n, o, i, :] = full[thread, o, crop_top + i, crop_left:crop_left + W_o]
+        else:
+            _transform_output(m, b, out, n, rows)
+
+
+def correlate(x, pads, w, b, H_full, W_full, crop):
+    """The 3×3 correlation of x (N, C, H, W) padded by ``pads`` ((top, bottom), (left, right))
+    with w (O, C, 3, 3), + b (O,) (or None), is (N, O, H_full, W_full); returns its window
+    ``crop`` ((top, rows), (left, columns)), (N, O, rows, columns)."""
+    (pad_top, _), (pad_left, _) = pads
+    (crop_top, H_o), (crop_left, W_o) = crop
+    N, C, H, W = x.shape
+    O = w.shape[0]
+    TH, TW = tiles(H_full, W_full)
+    threads = numba.get_num_threads()
+    dtype = w.dtype
+    # x itself is the padded image when it needs no zeros: no padding, and no odd size
+    in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
+    images = np.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype=dtype)
+    whole = crop == ((0, H_full), (0, W_full))
+    full = np.empty((0 if whole else threads, O, H_full, W_full), dtype=dtype)
+    out = np.empty((N, O, H_o, W_o), dtype=dtype)
+    V = np.empty((threads, C, 16, TH * TW), dtype=dtype)
+    M = np.empty((threads, O, 16, TH * TW), dtype=dtype)
+    scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
+    bias = np.zeros(O, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
+    _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left, transform_weights(w),
+               bias, out, crop_top, crop_left, images, V, M, full, scratch, blas.GEMM[dtype],
+               blas.SET_THREADS_LOCAL)
+    return out
+
+
+def forward(x, w, b, pads):
+    """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, 3, 3) + b (O,) (b may be None),
+    stride 1, padding pads ((pad_top, pad_bottom), (pad_left, pad_right))."""
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
+    H_out = x.shape[2] + pad_top + pad_bottom - 2
+    W_out = x.shape[3] + pad_left + pad_right - 2
+    return correlate(x, pads, w, b, H_out, W_out, ((0, H_out), (0, W_out)))
+
+
+def input_gradient(dout, w, x_shape, pads):
+    """dx (N, C, H, W) of out = x ⋆ w (3×3, stride 1, padding pads), given dout (N, O, H_out,
+    W_out): dout padded by 2, correlated with w turned by 180° and its channels swapped, is the
+    gradient of the padded input; dx is its inside."""
+    (pad_top, _), (pad_left, _) = pads
+    H, W = x_shape[2:]
+    turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    return correlate(dout, ((2, 2), (2, 2)), turned, None, dout.shape[2] + 2, dout.shape[3] + 2,
+                     ((pad_top, H), (pad_left, W)))
