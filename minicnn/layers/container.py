@@ -113,10 +113,11 @@ class Sequential(Layer):
 
     #: a slice's activations in bytes (about a server CPU's last-level cache), and its fewest
     #: images (see ``_slice_size``). Measured on mnist_cnn and resnet_small prediction (batches
-    #: of 1000 and 500, 2 threads): slices of 30 to 200 images took 1.1 to 1.5 times less time
-    #: than the whole batch, without a clear best among them.
-    SLICE_BYTES = 16 << 20
-    SLICE_MIN = 16
+    #: of 1000 and 500, 2 threads): slices of 64 to 200 images took 1.1 to 1.5 times less time
+    #: than the whole batch; below 64 a Dense layer reads its weights once per slice for too
+    #: few images (mnist_cnn's first Dense: 4.7 MB for 30 images took 2.5 times longer).
+    SLICE_BYTES = 32 << 20
+    SLICE_MIN = 64
 
     def _forward_in_slices(self, x, size):
         """The output for x (N, ...), computed ``size`` images at a time (evaluation only)."""
