@@ -36,7 +36,7 @@ def error_bounds(x, dout, weight, bias, eps, stats, u):
     x̂ formed as (x − mean)·s or x·s − mean·s, y as γ·x̂ + β or x·(γs) + (β − mean·γs).
 
     x, dout (N, C, H, W); weight, bias (C,) or None; stats None (batch statistics) or the given
-    (mean, var). Returns bounds for mean, var (C,), y, dx (N, C, H, W), dweight, dbias (C,).
+    (mean, var). Returns bounds for mean, var (C,), x̂, y, dx (N, C, H, W), dweight, dbias (C,).
     Magnitudes are computed in float64 from the inputs. With n = N·H·W, per channel:
 
     * mean = Σx/n: γ_{n+1}·Σ|x − k|/n for a sum shifted by a value k of the channel (norm_numba,
@@ -95,7 +95,7 @@ def error_bounds(x, dout, weight, bias, eps, stats, u):
         d_dx = gs * bracket + gs * terms * column(e_s + 3 * u)
     else:
         d_dx = gs * np.abs(dout) * column(e_s + 3 * u)
-    return d_mean, d_var, d_y, d_dx, d_dweight, d_dbias
+    return d_mean, d_var, d_x_hat, d_y, d_dx, d_dweight, d_dbias
 
 
 def assert_within(name, ours, theirs, bound, config):
@@ -118,8 +118,10 @@ def run_kernels(module, x, dout, weight, bias, eps, stats):
     else:
         y, cache = module.forward_eval(x, *stats, weight, bias, eps)
         out = {}
+    x_hat, _, batch = module.saved_for_backward(cache)
+    assert batch == (stats is None)
     dx, dweight, dbias = module.backward(dout, cache, weight)
-    out |= {"y": y, "dx": dx}
+    out |= {"y": y, "x_hat": x_hat, "dx": dx}
     if weight is not None:
         out |= {"dweight": dweight, "dbias": dbias}
     for value in out.values():
@@ -179,7 +181,7 @@ def test_numba_norm_matches_numpy_and_torch(index, shape, affine, training, dtyp
         weight = bias = None
     stats_used = None if training else stats
     config = f"{shape} {dtype} affine={affine} training={training}"
-    bounds = dict(zip(("mean", "var", "y", "dx", "dweight", "dbias"),
+    bounds = dict(zip(("mean", "var", "x_hat", "y", "dx", "dweight", "dbias"),
                       error_bounds(x, dout, weight, bias, eps, stats_used,
                                    UNIT_ROUNDOFF[dtype])))
     ours = run_kernels(norm_numba, x, dout, weight, bias, eps, stats_used)

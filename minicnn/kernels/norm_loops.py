@@ -50,6 +50,12 @@ def forward_eval(x, mean, var, weight, bias, eps):
     return y, (x_hat, inv_std, False)
 
 
+def saved_for_backward(cache):
+    """The cache of a forward pass -> (x_hat (N, C, H, W), inv_std (C,), batch): batch True
+    when the forward pass used the batch's statistics."""
+    return cache
+
+
 def backward(dout, cache, weight):
     """dout (N, C, H, W), the cache of the forward pass, weight (C,) or None ->
     (dx (N, C, H, W), dweight (C,), dbias (C,)); dweight and dbias None without weight.

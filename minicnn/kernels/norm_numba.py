@@ -177,6 +177,16 @@ def forward_eval(x, mean, var, weight, bias, eps):
     return _apply(x, mean, inv_std, weight, bias), (x, mean, inv_std, False)
 
 
+def saved_for_backward(cache):
+    """The cache of a forward pass -> (x_hat (N, C, H, W), inv_std (C,), batch): batch True
+    when the forward pass used the batch's statistics. x_hat is computed here, as the
+    forward pass computed it."""
+    if isinstance(cache, Fallback):
+        return norm_loops.saved_for_backward(cache[0])
+    x, mean, inv_std, batch = cache
+    return _apply(x, mean, inv_std, None, None), inv_std, batch
+
+
 def backward(dout, cache, weight):
     """dout (N, C, H, W), the cache of the forward pass, weight (C,) or None ->
     (dx (N, C, H, W), dweight (C,), dbias (C,)); dweight and dbias None without weight.

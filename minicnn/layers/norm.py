@@ -158,6 +158,14 @@ class BatchNorm2D(Layer):
             self.weight.grad, self.bias.grad = dweight, dbias
         return dx
 
+    def saved_for_backward(self):
+        """What backward reads, as its formulas name it: (x_hat (N, C, H, W), inv_std (C,),
+        batch), batch True when the forward pass used the batch's statistics. (The compiled
+        kernels keep x and recompute x̂ when needed; this computes it.)"""
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: saved_for_backward called before forward")
+        return self._kernels.saved_for_backward(self._cache[0])
+
     def __repr__(self):
         parts = [str(self.num_features), f"eps={self.eps:g}", f"momentum={self.momentum:g}"]
         if self.convention != "torch":
