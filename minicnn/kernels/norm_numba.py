@@ -35,18 +35,20 @@ def _version(kernel, size):
     return kernel if size >= _PARALLEL_SIZE else kernel.run_serial
 
 
+# The kernels see every array (N, C, H, W) as (N, C, H·W): one index per plane element, so
+# that a plane of 2×2 costs its four elements and not the making of a view per plane.
+
 @kernel(parallel=True, fastmath=SUM)
 def _plane_sums(x, shift, sums, squares):
-    """x (N, C, H, W), shift (C,) float64 -> sums, squares (N, C) float64: Σ(x − shift[c]) and
+    """x (N, C, H·W), shift (C,) float64 -> sums, squares (N, C) float64: Σ(x − shift[c]) and
     Σ(x − shift[c])² over each plane."""
-    N, C, H, W = x.shape
+    N, C, HW = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        plane = x[n, c].reshape(H * W)
         k = shift[c]
         s, q = 0.0, 0.0
-        for i in range(H * W):
-            d = np.float64(plane[i]) - k
+        for i in range(HW):
+            d = np.float64(x[n, c, i]) - k
             s += d
             q += d * d
         sums[n, c] = s
@@ -55,30 +57,29 @@ def _plane_sums(x, shift, sums, squares):
 
 @kernel(parallel=True, fastmath=FMA)
 def _normalise(x, mean, inv_std, weight, bias, y):
-    """y = (x − mean)·inv_std·γ + β per channel; x, y (N, C, H, W), the rest (C,)."""
-    N, C, H, W = x.shape
+    """y = (x − mean)·inv_std·γ + β per channel; x, y (N, C, H·W), the rest (C,)."""
+    N, C, HW = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        src, dst = x[n, c].reshape(H * W), y[n, c].reshape(H * W)
         m, s, g, b = mean[c], inv_std[c], weight[c], bias[c]
-        for i in range(H * W):
-            dst[i] = (src[i] - m) * s * g + b
+        for i in range(HW):
+            y[n, c, i] = (x[n, c, i] - m) * s * g + b
 
 
 @kernel(parallel=True, fastmath=SUM)
 def _plane_gradient_sums(dout, x, mean, inv_std, sums, products):
-    """dout, x (N, C, H, W), mean and inv_std (C,) -> sums, products (N, C) float64: Σdout
+    """dout, x (N, C, H·W), mean and inv_std (C,) -> sums, products (N, C) float64: Σdout
     and Σdout·x_hat over each plane, x_hat = (x − mean)·inv_std as the forward pass made it."""
-    N, C, H, W = x.shape
+    N, C, HW = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        d, src = dout[n, c].reshape(H * W), x[n, c].reshape(H * W)
         m, s = mean[c], inv_std[c]
         total, dot = 0.0, 0.0
-        for i in range(H * W):
-            x_hat = (src[i] - m) * s
-            total += np.float64(d[i])
-            dot += np.float64(d[i]) * np.float64(x_hat)
+        for i in range(HW):
+            x_hat = (x[n, c, i] - m) * s
+            d = np.float64(dout[n, c, i])
+            total += d
+            dot += d * np.float64(x_hat)
         sums[n, c] = total
         products[n, c] = dot
 
@@ -86,27 +87,30 @@ def _plane_gradient_sums(dout, x, mean, inv_std, sums, products):
 @kernel(parallel=True, fastmath=FMA)
 def _input_gradient(dout, x, mean, inv_std, scale, mean_dout, mean_dout_x_hat, dx):
     """dx = scale·(dout − mean_dout − x_hat·mean_dout_x_hat) per channel, scale = γ·inv_std;
-    dout, x, dx (N, C, H, W), the rest (C,)."""
-    N, C, H, W = x.shape
+    dout, x, dx (N, C, H·W), the rest (C,)."""
+    N, C, HW = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        d, src, out = dout[n, c].reshape(H * W), x[n, c].reshape(H * W), dx[n, c].reshape(H * W)
         m, s, a, md, mdx = mean[c], inv_std[c], scale[c], mean_dout[c], mean_dout_x_hat[c]
-        for i in range(H * W):
-            x_hat = (src[i] - m) * s
-            out[i] = a * (d[i] - md - x_hat * mdx)
+        for i in range(HW):
+            x_hat = (x[n, c, i] - m) * s
+            dx[n, c, i] = a * (dout[n, c, i] - md - x_hat * mdx)
 
 
 @kernel(parallel=True)
 def _scale(dout, scale, dx):
-    """dx = dout·scale per channel (the statistics were constants); dout, dx (N, C, H, W)."""
-    N, C, H, W = dout.shape
+    """dx = dout·scale per channel (the statistics were constants); dout, dx (N, C, H·W)."""
+    N, C, HW = dout.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        d, out = dout[n, c].reshape(H * W), dx[n, c].reshape(H * W)
         a = scale[c]
-        for i in range(H * W):
-            out[i] = d[i] * a
+        for i in range(HW):
+            dx[n, c, i] = dout[n, c, i] * a
+
+
+def _planes(a):
+    """(N, C, H, W) -> the view (N, C, H·W) the kernels take (a C-contiguous array)."""
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
 
 
 def _channel_sums(kernel, *arrays):
@@ -114,6 +118,7 @@ def _channel_sums(kernel, *arrays):
     the N planes of each channel added in order of n (the same for any number of threads)."""
     N, C = arrays[0].shape[:2]
     first, second = np.empty((N, C)), np.empty((N, C))
+    arrays = [_planes(a) if a.ndim == 4 else a for a in arrays]
     _version(kernel, arrays[0].size)(*arrays, first, second)
     return first.sum(axis=0), second.sum(axis=0)
 
@@ -134,7 +139,7 @@ def _apply(x, mean, inv_std, weight, bias):
     """y (N, C, H, W) = (x − mean)·inv_std·γ + β."""
     y = np.empty_like(x)
     gamma, beta = _affine(weight, bias, x.shape[1], x.dtype)
-    _version(_normalise, x.size)(x, mean, inv_std, gamma, beta, y)
+    _version(_normalise, x.size)(_planes(x), mean, inv_std, gamma, beta, _planes(y))
     return y
 
 
@@ -207,11 +212,11 @@ def backward(dout, cache, weight):
         total, dot = _channel_sums(_plane_gradient_sums, dout, x, mean, inv_std)
     if batch:
         count = N * H * W
-        _version(_input_gradient, x.size)(dout, x, mean, inv_std, scale,
+        _version(_input_gradient, x.size)(_planes(dout), _planes(x), mean, inv_std, scale,
                                          (total / count).astype(x.dtype),
-                                         (dot / count).astype(x.dtype), dx)
+                                         (dot / count).astype(x.dtype), _planes(dx))
     else:
-        _version(_scale, x.size)(dout, scale, dx)
+        _version(_scale, x.size)(_planes(dout), scale, _planes(dx))
     if weight is None:
         return dx, None, None
     return dx, dot.astype(x.dtype), total.astype(x.dtype)
