@@ -73,5 +73,6 @@ def backward(dout, cache, weight):
     else:
         g = dout
     if batch:
-        g = g - g.mean(axis=AXES, keepdims=True) - x_hat * (g * x_hat).mean(axis=AXES, keepdims=True)
+        g = (g - g.mean(axis=AXES, keepdims=True)
+             - x_hat * (g * x_hat).mean(axis=AXES, keepdims=True))
     return g * _per_channel(inv_std), dweight, dbias

@@ -38,6 +38,7 @@ def _version(kernel, size):
 # The kernels see every array (N, C, H, W) as (N, C, H·W): one index per plane element, so
 # that a plane of 2×2 costs its four elements and not the making of a view per plane.
 
+
 @kernel(parallel=True, fastmath=SUM)
 def _plane_sums(x, shift, sums, squares):
     """x (N, C, H·W), shift (C,) float64 -> sums, squares (N, C) float64: Σ(x − shift[c]) and

@@ -153,7 +153,8 @@ class BatchNorm2D(Layer):
         if dy.shape != shape:
             raise ShapeError(f"{self!r}: backward expected dy of the output's shape {shape}, "
                              f"got {dy.shape}")
-        dx, dweight, dbias = self._kernels.backward(dy, cache, self.weight.data if self.affine else None)
+        weight = self.weight.data if self.affine else None
+        dx, dweight, dbias = self._kernels.backward(dy, cache, weight)
         if self.affine:
             self.weight.grad, self.bias.grad = dweight, dbias
         return dx
