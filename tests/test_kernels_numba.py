@@ -1,9 +1,10 @@
 """The Numba kernels (the default backend) against the teaching loops, NumPy and PyTorch.
 
 Convolution: the three algorithms ("direct", "gemm" and "winograd"), every output (out, dx, dw,
-db), float32 and float64, random shapes with stride, padding and dilation. Pooling: bit for bit the loops,
-ties included. ReLU and Adam: bit for bit the NumPy code they replace. The parallel versions
-run in a subprocess with two threads and must give the serial versions' bits.
+db), float32 and float64, random shapes with stride, padding and dilation. Pooling: bit for bit
+the loops, ties included. ReLU and Adam: bit for bit the NumPy code they replace. Batch
+normalisation: tests/test_kernels_norm.py. The parallel versions (batch normalisation's too) run
+in a subprocess with two threads and must give the serial versions' bits.
 """
 import json
 import os
@@ -22,11 +23,12 @@ from twins import compare, requires_torch
 import minicnn as mc
 from minicnn import kernels, losses, optim
 from minicnn.train import loop as training
-from minicnn.kernels import conv_loops, elementwise_loops, jit, pool_loops
+from minicnn.kernels import conv_loops, elementwise_loops, jit, norm_loops, pool_loops
 
 conv_numba = pytest.importorskip("minicnn.kernels.conv_numba")
 pool_numba = pytest.importorskip("minicnn.kernels.pool_numba")
 elementwise_numba = pytest.importorskip("minicnn.kernels.elementwise_numba")
+norm_numba = pytest.importorskip("minicnn.kernels.norm_numba")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -489,6 +491,12 @@ for pool in (mc.MaxPool2D(2), mc.AvgPool2D(3, 2, 1)):
 x = rng.standard_normal(50000).astype(np.float32)
 relu = mc.ReLU()
 out["relu"] = [relu(x).tolist(), relu.backward(np.cos(x)).tolist()]
+bn = mc.BatchNorm2D(3)
+bn.weight.data[...] = [0.5, 1.0, 2.0]
+x = rng.standard_normal((16, 3, 33, 33)).astype(np.float32)
+y = bn(x)
+out["bn"] = [y.tolist(), bn.backward(np.cos(y)).tolist(), bn.weight.grad.tolist(),
+             bn.bias.grad.tolist(), bn.running_var.tolist(), bn.eval()(x).tolist()]
 json.dump({"threads": numba.get_num_threads(), "layer": numba.threading_layer(), "out": out},
           sys.stdout)
 """
@@ -526,10 +534,10 @@ def test_numba_backend_serves_the_numba_kernels():
     assert kernels.DEFAULT == "numba"
     with kernels.using("numba"):
         assert kernels.pool() is pool_numba and kernels.conv() is conv_numba
-        assert kernels.elementwise() is elementwise_numba
+        assert kernels.elementwise() is elementwise_numba and kernels.norm() is norm_numba
     with kernels.using("loops"):
         assert kernels.pool() is pool_loops and kernels.conv() is conv_loops
-        assert kernels.elementwise() is elementwise_loops
+        assert kernels.elementwise() is elementwise_loops and kernels.norm() is norm_loops
 
 
 def test_loops_backend_from_the_environment():
@@ -570,7 +578,8 @@ def test_compile_counts_count_kernel_versions():
 
 @pytest.mark.parametrize("make", [lambda: mc.Conv2D(2, 3, 3, padding=1, dtype=np.float16, rng=0),
                                   lambda: mc.MaxPool2D(2), lambda: mc.AvgPool2D(3, 2, 1),
-                                  lambda: mc.SumPool2D(2), lambda: mc.ReLU()])
+                                  lambda: mc.SumPool2D(2), lambda: mc.ReLU(),
+                                  lambda: mc.BatchNorm2D(2, dtype=np.float16)])
 def test_other_dtypes_go_to_the_numpy_kernels(make):
     """float16 is not compiled: the layer still works, through the NumPy kernels, in float16."""
     x = normal((2, 2, 6, 6), 0, np.float16)

@@ -6,13 +6,13 @@ import pytest
 
 import minicnn as mc
 from minicnn import kernels
-from minicnn.kernels import conv_fast, elementwise_loops, pool_fast
+from minicnn.kernels import conv_fast, elementwise_loops, norm_loops, pool_fast
 from minicnn.train import loop as training
 from minicnn.train import warmup
 
 
 def _modules():
-    return kernels.conv(), kernels.pool(), kernels.elementwise()
+    return kernels.conv(), kernels.pool(), kernels.norm(), kernels.elementwise()
 
 
 
@@ -23,7 +23,7 @@ def background_compiling(monkeypatch):
     monkeypatch.delenv("MINICNN_COMPILE", raising=False)
 
 def test_other_threads_get_numpy_kernels_while_one_compiles():
-    from minicnn.kernels import conv_numba, elementwise_numba, pool_numba
+    from minicnn.kernels import conv_numba, elementwise_numba, norm_numba, pool_numba
     seen = {}
     release = threading.Event()
 
@@ -43,9 +43,9 @@ def test_other_threads_get_numpy_kernels_while_one_compiles():
             thread.join()
             kernels.compiling_in(None)
         seen["after"] = _modules()
-    assert seen["compiler"] == (conv_numba, pool_numba, elementwise_numba)
-    assert seen["main"] == (conv_fast, pool_fast, elementwise_loops)
-    assert seen["after"] == (conv_numba, pool_numba, elementwise_numba)
+    assert seen["compiler"] == (conv_numba, pool_numba, norm_numba, elementwise_numba)
+    assert seen["main"] == (conv_fast, pool_fast, norm_loops, elementwise_loops)
+    assert seen["after"] == (conv_numba, pool_numba, norm_numba, elementwise_numba)
     assert not kernels.compiling()
 
 

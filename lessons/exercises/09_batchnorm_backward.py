@@ -7,8 +7,8 @@ Write ``BatchNorm2D.backward``; the forward pass is minicnn's. In training mode 
 each channel with the batch's own mean and (biased) variance over the m = N·H·W values:
 
     x̂ = (x − mean) / sqrt(var + eps),   y = γ · x̂ + β            all (N, C, H, W)
-    forward keeps self._cache = (x_hat, inv_std, batch): x̂ (N, C, H, W), 1/sqrt(var + eps) (C,)
-    and batch=True (the batch's statistics were used)
+    self.saved_for_backward() gives what forward kept: (x_hat, inv_std, batch): x̂ (N, C, H, W),
+    1/sqrt(var + eps) (C,) and batch=True (the batch's statistics were used)
 
     dy: (N, C, H, W) -> dx: (N, C, H, W), in dy's dtype
     self.weight.grad (dγ): (C,) = Σ_{n,h,w} dy · x̂
@@ -30,5 +30,5 @@ class BatchNorm2D(minicnn.BatchNorm2D):
     def backward(self, dy):
         """dy (N, C, H, W) -> dx (N, C, H, W); fills weight.grad and bias.grad."""
         dy = np.asarray(dy, dtype=self.dtype)
-        x_hat, inv_std, batch = self._cache
+        x_hat, inv_std, batch = self.saved_for_backward()
         raise NotImplementedError("write BatchNorm2D.backward: dγ, dβ, then dx")

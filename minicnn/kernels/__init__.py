@@ -3,7 +3,8 @@
 * ``*_loops``: plain loops that read like the formula, for learning (slow).
 * ``*_fast``:  vectorised NumPy (im2col + one matrix product, strided views).
 * ``*_numba``: compiled by Numba, in parallel over the batch (convolution: im2col in Numba
-  and BLAS called from inside the threads; ``elementwise_numba``: ReLU and Adam). The
+  and BLAS called from inside the threads; ``elementwise_numba``: ReLU and Adam;
+  ``norm_numba``: batch normalisation, two passes over the planes, sums in float64). The
   default: training and prediction use these. Imported on first use (Numba loads slowly);
   each kernel compiles once per machine, on its first call (lesson 13).
 
@@ -12,15 +13,16 @@ The modules of a family have the same functions and signatures, e.g. for convolu
 ``backward(dout, cache, need_dx=True) -> (dx, dw, db)``, and one vocabulary for the names
 inside: N, C, H, W, O, KH, KW, stride_h/stride_w, pad_top/pad_bottom/pad_left/pad_right,
 dil_h/dil_w, x_pad (N, C, H_pad, W_pad), H_out, W_out, and the gradients dout, dx, dw, db.
-The layers ask ``conv()``, ``pool()`` or ``elementwise()`` for the module to use, one rule for
-every family; choose with ``MINICNN_KERNELS=loops`` (or ``fast``) in the environment,
+The layers ask ``conv()``, ``pool()``, ``norm()`` or ``elementwise()`` for the module to use,
+one rule for every family (``norm`` and ``elementwise`` have no ``_fast``: their ``_loops`` are
+NumPy already); choose with ``MINICNN_KERNELS=loops`` (or ``fast``) in the environment,
 ``use("loops")``, or ``with using("loops"): ...``.
 """
 import os
 import threading
 from contextlib import contextmanager
 
-from . import conv_fast, conv_loops, elementwise_loops, pool_fast, pool_loops
+from . import conv_fast, conv_loops, elementwise_loops, norm_loops, pool_fast, pool_loops
 
 BACKENDS = ("fast", "loops", "numba")
 DEFAULT = "numba"
@@ -90,6 +92,14 @@ def pool():
         from . import pool_numba
         return pool_numba
     return pool_loops if _backend == "loops" else pool_fast
+
+
+def norm():
+    """The batch normalisation kernel module in use: compiled, or NumPy for loops/fast."""
+    if _numba_here():
+        from . import norm_numba
+        return norm_numba
+    return norm_loops
 
 
 def elementwise():

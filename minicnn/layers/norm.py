@@ -3,6 +3,7 @@ import numbers
 
 import numpy as np
 
+from .. import kernels
 from ..core.errors import ShapeError
 from ..core.parameter import Parameter
 from .base import Layer, shape_product
@@ -105,10 +106,15 @@ class BatchNorm2D(Layer):
 
     # -- the two passes ---------------------------------------------------------------------
     def forward(self, x):
-        """x (N, C, H, W) -> y (N, C, H, W); in training mode also moves the running statistics."""
+        """x (N, C, H, W) -> y (N, C, H, W); in training mode also moves the running statistics.
+
+        The arithmetic runs in ``minicnn.kernels.norm()``'s module (compiled by default)."""
         x = self._check_input(x)
-        axes = (0, 2, 3)
         batch = self.uses_batch_statistics()
+        weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
+        # backward must hand the cache to the module that wrote it, even if kernels.use()
+        # switches in between
+        self._kernels = kernels.norm()
         if batch:
             n = x.shape[0] * x.shape[2] * x.shape[3]
             if n < 2:
@@ -116,15 +122,12 @@ class BatchNorm2D(Layer):
                     f"{self!r}: training needs more than 1 value per channel to compute a "
                     f"variance, got input {x.shape}: N·H·W = {shape_product((x.shape[0],) + x.shape[2:])}"
                     f" = {n} (use a larger batch, or eval mode)")
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)  # biased: what the normalisation uses in both frameworks
+            y, mean, var, cache = self._kernels.forward_train(x, weight, bias, self.eps)
             self._update_running(mean, var, n)
         else:
-            mean, var = self.running_mean.copy(), self.running_var.copy()
-        inv_std = 1 / np.sqrt(var + self.dtype.type(self.eps))
-        x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-        y = x_hat * self.weight.data[:, None, None] + self.bias.data[:, None, None] if self.affine else x_hat
-        self._cache = (x_hat, inv_std, batch)
+            y, cache = self._kernels.forward_eval(x, self.running_mean, self.running_var, weight,
+                                                  bias, self.eps)
+        self._cache = (cache, y.shape)
         return y
 
     def _update_running(self, mean, var, n):
@@ -147,21 +150,24 @@ class BatchNorm2D(Layer):
         """
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
-        x_hat, inv_std, batch = self._cache
+        cache, shape = self._cache
         dy = np.asarray(dy, dtype=self.dtype)
-        if dy.shape != x_hat.shape:
-            raise ShapeError(f"{self!r}: backward expected dy of the output's shape {x_hat.shape}, "
+        if dy.shape != shape:
+            raise ShapeError(f"{self!r}: backward expected dy of the output's shape {shape}, "
                              f"got {dy.shape}")
-        axes = (0, 2, 3)
+        weight = self.weight.data if self.affine else None
+        dx, dweight, dbias = self._kernels.backward(dy, cache, weight)
         if self.affine:
-            self.weight.grad = (dy * x_hat).sum(axis=axes)
-            self.bias.grad = dy.sum(axis=axes)
-            g = dy * self.weight.data[:, None, None]
-        else:
-            g = dy
-        if batch:
-            g = g - g.mean(axis=axes, keepdims=True) - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)
-        return g * inv_std[:, None, None]
+            self.weight.grad, self.bias.grad = dweight, dbias
+        return dx
+
+    def saved_for_backward(self):
+        """What backward reads, as its formulas name it: (x_hat (N, C, H, W), inv_std (C,),
+        batch), batch True when the forward pass used the batch's statistics. (The compiled
+        kernels keep x and recompute x̂ when needed; this computes it.)"""
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: saved_for_backward called before forward")
+        return self._kernels.saved_for_backward(self._cache[0])
 
     def __repr__(self):
         parts = [str(self.num_features), f"eps={self.eps:g}", f"momentum={self.momentum:g}"]

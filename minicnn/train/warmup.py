@@ -38,7 +38,8 @@ _SWITCH_INTERVAL = 1e-4     # seconds
 
 def cached():
     """Whether Numba's on-disk cache holds every minicnn kernel (one index file per kernel)."""
-    from ..kernels import conv_numba, elementwise_numba, jit, pool_numba  # noqa: F401 (register)
+    from ..kernels import (conv_numba, elementwise_numba, jit, norm_numba,  # noqa: F401 (register)
+                           pool_numba)
     for dispatcher in jit.DISPATCHERS:
         try:
             if not os.path.exists(dispatcher._cache._cache_file._index_path):

@@ -118,7 +118,7 @@ class AdamGradNotSquared(_AdamLoops):
 class _BatchNormBackward(stub("09_batchnorm_backward", "BatchNorm2D")):
     def grads(self, dy, constant_stats=False, db_mean=False, dgamma_plain=False):
         dy = np.asarray(dy, dtype=self.dtype)
-        x_hat, inv_std, batch = self._cache
+        x_hat, inv_std, batch = self.saved_for_backward()
         axes = (0, 2, 3)
         self.weight.grad = dy.sum(axis=axes) if dgamma_plain else (dy * x_hat).sum(axis=axes)
         self.bias.grad = dy.mean(axis=axes) if db_mean else dy.sum(axis=axes)
