@@ -1,4 +1,6 @@
 """The background compile: which kernels each thread gets while it runs, and when it starts."""
+import json
+import os
 import threading
 
 import numpy as np
@@ -78,13 +80,13 @@ def test_nothing_to_do_when_waiting_is_asked_or_kernels_are_not_numba(monkeypatc
     model = mc.zoo.lenet5(rng=0)
     model.compile(optimizer="adam", loss="cross_entropy", lr=1e-3)
     xb, yb = np.zeros((2, 1, 28, 28), np.float32), np.zeros(2, np.int64)
-    monkeypatch.setattr(warmup, "cached", lambda: False)
+    monkeypatch.setattr(warmup, "cached", lambda key: False)
     monkeypatch.setenv("MINICNN_COMPILE", "wait")
     assert warmup.compile_in_background(model, xb, yb) is None
     monkeypatch.delenv("MINICNN_COMPILE")
     with kernels.using("fast"):
         assert warmup.compile_in_background(model, xb, yb) is None
-    monkeypatch.setattr(warmup, "cached", lambda: True)
+    monkeypatch.setattr(warmup, "cached", lambda key: True)
     with kernels.using("numba"):
         assert warmup.compile_in_background(model, xb, yb) is None
 
@@ -92,7 +94,7 @@ def test_nothing_to_do_when_waiting_is_asked_or_kernels_are_not_numba(monkeypatc
 def test_background_thread_compiles_and_hands_over(monkeypatch):
     """With the cache said to be cold, the thread runs the twin's step (here loading or
     compiling in this process), says so in two lines, and hands the kernels over."""
-    monkeypatch.setattr(warmup, "cached", lambda: False)
+    monkeypatch.setattr(warmup, "cached", lambda key: False)
     model = mc.zoo.lenet5(rng=0)
     model.compile(optimizer="adam", loss="cross_entropy", lr=1e-3)
     before = [p.data.copy() for p in model.parameters()]
@@ -110,3 +112,27 @@ def test_background_thread_compiles_and_hands_over(monkeypatch):
     # the twin trained a copy, with its own optimizer: the model took one step, its own
     assert all(state["step"] == 1 for state in model.optimizer.state)
     assert all(not np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+
+
+def test_a_finished_warm_up_is_remembered_for_the_same_work_only(monkeypatch, tmp_path):
+    """After the background compile of a (model, batch) finished, the same work starts none
+    (every run then goes on the compiled kernels from its first batch, bit for bit the same as
+    the others); another batch shape, or a cache file gone, starts one again."""
+    monkeypatch.setattr(warmup, "_stamp", lambda key: str(tmp_path / f"minicnn-warm-{key}.json"))
+    model = mc.zoo.lenet5(rng=0)
+    model.compile(optimizer="adam", loss="cross_entropy", lr=1e-3)
+    xb, yb = np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64)
+    with kernels.using("numba"):
+        thread = warmup.compile_in_background(model, xb, yb, log=lambda line: None)
+        assert thread is not None
+        thread.join()
+        assert warmup.compile_in_background(model, xb, yb, log=lambda line: None) is None
+        files = json.loads(next(tmp_path.glob("minicnn-warm-*.json")).read_text())
+        assert files and all(os.path.exists(f) for f in files)
+        other = warmup.compile_in_background(model, xb[:2], yb[:2], log=lambda line: None)
+        assert other is not None
+        other.join()
+        assert warmup.compile_in_background(model, xb[:2], yb[:2], log=lambda line: None) is None
+    real_exists = os.path.exists
+    monkeypatch.setattr(warmup.os.path, "exists", lambda p: p != files[0] and real_exists(p))
+    assert not warmup.cached(warmup._work_key(model, xb, yb))

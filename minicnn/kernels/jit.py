@@ -21,6 +21,7 @@ process of its own.
 import os
 import sys
 import types
+from contextlib import contextmanager
 
 # Numba starts as many threads as there are cores unless NUMBA_NUM_THREADS says otherwise. When
 # only OMP_NUM_THREADS is given (as for BLAS and PyTorch, e.g. one thread per test worker),
@@ -53,6 +54,27 @@ class Fallback(tuple):
 
 
 DISPATCHERS = []    # every compiled version of every kernel, for compile_counts()
+_used = None        # the versions called while ``recording()``, else None
+
+
+@contextmanager
+def recording():
+    """``with recording() as used:`` collects in the set ``used`` the compiled versions that
+    kernels run inside the block (any thread)."""
+    global _used
+    previous, _used = _used, set()
+    try:
+        yield _used
+    finally:
+        _used = previous
+
+
+def cache_file(version):
+    """The path of the on-disk cache index of a compiled version (None if Numba moved it)."""
+    try:
+        return version._cache._cache_file._index_path
+    except AttributeError:
+        return None
 
 
 class Kernel:
@@ -82,11 +104,15 @@ class Kernel:
     def __call__(self, *args):
         version = self.version()
         notice_once(version)
+        if _used is not None:
+            _used.add(version)
         return version(*args)
 
     def run_serial(self, *args):
         """Run the serial version, whatever the thread count (for work too small to share)."""
         notice_once(self.serial)
+        if _used is not None:
+            _used.add(self.serial)
         return self.serial(*args)
 
 

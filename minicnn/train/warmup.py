@@ -21,6 +21,7 @@ before. The first run on a machine therefore differs from later runs in the last
 first batches.
 """
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -36,17 +37,51 @@ from .loop import train_step
 _SWITCH_INTERVAL = 1e-4     # seconds
 
 
-def cached():
-    """Whether Numba's on-disk cache holds every minicnn kernel (one index file per kernel)."""
-    from ..kernels import (conv_numba, elementwise_numba, jit, norm_numba,  # noqa: F401 (register)
-                           pool_numba)
-    for dispatcher in jit.DISPATCHERS:
-        try:
-            if not os.path.exists(dispatcher._cache._cache_file._index_path):
-                return False
-        except AttributeError:      # Numba's cache internals moved: assume nothing is cached
-            return False
-    return True
+def _work_key(model, xb, yb):
+    """What decides which kernel versions a step and a prediction run: the layers (their repr
+    says their shapes), the parameters' dtype, the batch, the optimizer, the loss, the threads."""
+    import numba
+    parameters = list(model.parameters())
+    key = {"model": repr(model), "dtype": str(parameters[0].data.dtype) if parameters else "",
+           "x": [list(xb.shape), xb.dtype.str], "y": [list(yb.shape), yb.dtype.str],
+           "optimizer": type(model.optimizer).__name__, "loss": type(model.loss).__name__,
+           "threads": numba.get_num_threads(), "numba": numba.__version__}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _stamp(key):
+    """The file that lists the cache files a warm-up of ``key`` needed (beside Numba's cache of
+    minicnn's kernels), or None when that cache's place is unknown."""
+    from ..kernels import conv_numba, jit
+    index = jit.cache_file(conv_numba._gemm_forward.serial)
+    return None if index is None else os.path.join(os.path.dirname(index), f"minicnn-warm-{key}.json")
+
+
+def cached(key):
+    """Whether a warm-up of the work ``key`` (``_work_key``) finished on this machine and Numba's
+    on-disk cache still holds every kernel version it ran (one index file each). Not all the
+    kernels: a model runs some of them (pooling 2×2 or 3×3, Winograd or not), and one that
+    never runs is never cached."""
+    path = _stamp(key)
+    try:
+        with open(path, encoding="utf-8") as f:
+            files = json.load(f)
+    except (OSError, TypeError, ValueError):
+        return False
+    return isinstance(files, list) and all(isinstance(p, str) and os.path.exists(p) for p in files)
+
+
+def _remember(key, versions):
+    """Write the stamp of ``key``: the cache files of the versions a warm-up ran."""
+    from ..core.files import atomic_write
+    from ..kernels import jit
+    path, files = _stamp(key), [jit.cache_file(v) for v in versions]
+    if path is None or None in files:
+        return
+    try:
+        atomic_write(path, lambda f: f.write(json.dumps(sorted(files)).encode()))
+    except OSError:
+        pass            # a read-only cache: warm up again next time, nothing worse
 
 
 def _compile_in_child(build, twin, xb, yb):
@@ -74,7 +109,10 @@ def compile_in_background(model, xb, yb, build=None, log=None):
     when it is done.
     """
     if (kernels.backend() != "numba" or kernels.compiling()
-            or os.environ.get("MINICNN_COMPILE", "") == "wait" or cached()):
+            or os.environ.get("MINICNN_COMPILE", "") == "wait"):
+        return None
+    key = _work_key(model, xb, yb)
+    if cached(key):
         return None
     from tqdm.auto import tqdm
 
@@ -94,9 +132,11 @@ def compile_in_background(model, xb, yb, build=None, log=None):
             if build is not None:
                 done["child"] = _compile_in_child(build, twin, xb, yb)
             sys.setswitchinterval(_SWITCH_INTERVAL)
-            train_step(twin, twin.loss, twin.optimizer, xb, yb)
-            twin.eval()
-            twin(xb)
+            with jit.recording() as used:     # only this thread runs compiled kernels now
+                train_step(twin, twin.loss, twin.optimizer, xb, yb)
+                twin.eval()
+                twin(xb)
+            _remember(key, used)
         finally:
             sys.setswitchinterval(interval)
             kernels.compiling_in(None)
