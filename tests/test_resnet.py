@@ -310,8 +310,8 @@ def rounding_bound(model, x):
     and |β|: minicnn rounds x − μ, var + eps, the sqrt, 1/ (together at most 2.5·u on s),
     × 1/sqrt, × γ and + β; Keras' rsqrt(var + eps)·γ, x·that, β − μ·that and the sum round
     fewer times), each residual sum (u·|sum|) and the global average (γ_{hw+1}·mean, the
-    inputs being >= 0). ReLU, max-pool and padding are exact. The derivatives come from minicnn's own
-    backward pass in float64, one logit at a time, recorded at each of those layers."""
+    inputs being >= 0). ReLU, max-pool and padding are exact. The derivatives come from
+    minicnn's own backward pass in float64, one logit at a time, recorded at those layers."""
     seen = {}
     kinds = (mc.Conv2D, mc.Dense, mc.layers.BatchNorm2D, mc.layers.Add, mc.layers.GlobalAvgPool2D)
     leaves = [(n, layer) for n, layer in model.named_modules() if isinstance(layer, kinds)]

@@ -3,9 +3,10 @@
 Each function builds the architecture of ``minicnn.zoo.<name>`` as a ``keras.Sequential`` on
 a ``keras.Input`` of shape (H, W, C): same layers, same parameter counts. The ResNets are
 functional ``keras.Model``s: ``resnet50_keras`` is keras.applications.ResNet50, and
-``resnet50``, ``resnet18`` and ``resnet_small`` are torchvision's layout (``resnet.py``). Activations are
-given to Conv2D and Dense (``activation="relu"``), as the articles do, rather than written as
-layers of their own; PyTorch's ``padding=2`` around a 5×5 kernel is Keras' ``"same"``.
+``resnet50``, ``resnet18`` and ``resnet_small`` are torchvision's layout (``resnet.py``).
+Activations are given to Conv2D and Dense (``activation="relu"``), as the articles do, rather
+than written as layers of their own; PyTorch's ``padding=2`` around a 5×5 kernel is Keras'
+``"same"``.
 
     from reference.keras.models import build
     model = build("lenet5")          # a keras.Sequential; input (N, 28, 28, 1)
