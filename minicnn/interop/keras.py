@@ -19,7 +19,10 @@ Two ways to match the layers:
 
 Keras' ResNet is v1 (stride on the first 1x1 conv, conv biases, explicit ZeroPadding2D),
 torchvision's v1.5: import a Keras ResNet into ``style="keras"``; crossing them is refused
-with the layer that differs. Only weights and statistics travel, not ``trainable`` flags.
+with the layer that differs. torchvision's layout written in Keras with keras.applications'
+names (reference/keras/resnet.py: no conv biases, a ZeroPadding2D before each strided layer
+that pads) pairs with ``style="torch"``: a padding that minicnn does inside its conv or pool
+is Keras' ZeroPadding2D before a "valid" one. Only weights and statistics travel, not ``trainable`` flags.
 The architectures (which Keras layer computes what a minicnn layer does) are in
 ``keras_layers.py``. Keras is imported inside the functions only.
 """
