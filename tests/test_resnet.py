@@ -22,7 +22,7 @@ import minicnn.trace as mt
 from minicnn import interop
 from minicnn.core.errors import ShapeError
 from minicnn.interop import keras_name, torch_name
-from minicnn.interop.names import state as interop_state
+from minicnn.interop.names import load_state, state as interop_state
 from minicnn.trace.__main__ import main as trace_main
 from twins import assert_close, keras, requires_keras, requires_torch
 
@@ -287,6 +287,154 @@ def test_to_torch_builds_the_same_network(style):
 
 
 # ----------------------------------------------------------------------------------------
+# reference/keras/resnet.py: torchvision's layout written in Keras (the zoo's default style)
+# ----------------------------------------------------------------------------------------
+U32 = 2.0 ** -24  # float32's unit roundoff
+
+
+def gamma(n, u=U32):
+    """Higham's γ_n = n·u / (1 − n·u): a sum of n products computed in any order is within
+    γ_n·Σ|terms| of the exact one (Accuracy and Stability of Numerical Algorithms, §3.1)."""
+    return n * u / (1 - n * u)
+
+
+def rounding_bound(model, x):
+    """(N, classes): a first-order bound on how far a float32 run of ``model`` (eval mode) can
+    put each logit from the exact one, from the float64 ``model`` (same weights) at ``x``.
+
+    Every rounded operation of the network perturbs its output by e, |e| <= γ·Σ|terms|, and
+    a perturbation at an activation a moves logit i by ∂logit_i/∂a · e to first order; so
+    |computed − exact| <= Σ over operations of |∂logit_i/∂a|·γ·Σ|terms|. The operations:
+    each conv and dense output (n = in·kh·kw products, + 1 with a bias: γ_n), each eval
+    BatchNorm output y = (x − μ)·s + β, s = γ/sqrt(var + eps) (γ_7 on each of |x·s|, |μ·s|
+    and |β|: minicnn rounds x − μ, var + eps, the sqrt, 1/ (together at most 2.5·u on s),
+    × 1/sqrt, × γ and + β; Keras' rsqrt(var + eps)·γ, x·that, β − μ·that and the sum round
+    fewer times), each residual sum (u·|sum|) and the global average (γ_{hw+1}·mean, the
+    inputs being >= 0). ReLU, max-pool and padding are exact. The derivatives come from
+    minicnn's own backward pass in float64, one logit at a time, recorded at those layers."""
+    seen = {}
+    kinds = (mc.Conv2D, mc.Dense, mc.layers.BatchNorm2D, mc.layers.Add, mc.layers.GlobalAvgPool2D)
+    leaves = [(n, layer) for n, layer in model.named_modules() if isinstance(layer, kinds)]
+
+    def hook(name, layer):
+        forward, backward = layer.forward, layer.backward
+
+        def record_forward(*inputs):
+            y = forward(*inputs)
+            seen[name] = {"inputs": inputs, "y": y}
+            return y
+
+        def record_backward(dy, *args, **kwargs):
+            seen[name]["dy"] = dy
+            return backward(dy, *args, **kwargs)
+        layer.forward, layer.backward = record_forward, record_backward
+
+    for name, layer in leaves:
+        hook(name, layer)
+    try:
+        logits = model.eval()(x)
+        gradients = []
+        for i in range(logits.shape[1]):
+            model.backward(np.eye(logits.shape[1])[[i] * len(x)])
+            gradients.append({name: np.abs(seen[name]["dy"]) for name, _ in leaves})
+    finally:
+        for _, layer in leaves:
+            del layer.forward, layer.backward
+
+    def terms(layer, record):
+        """(γ, Σ|terms|) of every output of one recorded operation."""
+        x = record["inputs"][0]
+        if isinstance(layer, (mc.Conv2D, mc.Dense)):
+            params = layer.parameters()  # weight (out, in[, kh, kw]) and the bias if any
+            kept = [p.data for p in params]
+            for p in params:
+                p.data = np.abs(p.data)
+            try:
+                total = layer.forward(np.abs(x))  # the same sums of |x|, |W| and |b|
+            finally:
+                for p, data in zip(params, kept):
+                    p.data = data
+            return gamma(int(np.prod(kept[0].shape[1:])) + len(kept) - 1), total
+        if isinstance(layer, mc.layers.BatchNorm2D):
+            s = layer.weight.data / np.sqrt(layer.running_var + layer.eps)
+            c = (slice(None), None, None)
+            return gamma(7), (np.abs(x * s[c]) + np.abs(layer.running_mean * s)[c]
+                              + np.abs(layer.bias.data)[c])
+        if isinstance(layer, mc.layers.Add):
+            return U32, np.abs(record["y"])
+        hw = int(np.prod(x.shape[2:]))
+        return gamma(hw + 1), record["y"]  # the mean of inputs >= 0 (after a ReLU)
+
+    budget = {name: terms(layer, seen[name]) for name, layer in leaves}
+    return np.stack([sum(np.sum(g[name] * budget[name][0] * budget[name][1],
+                                axis=tuple(range(1, g[name].ndim)))
+                         for name, _ in leaves) for g in gradients], axis=1)
+
+
+def keras_twin(name, size):
+    """(minicnn zoo model with random BN, eval mode; its reference/keras twin at size×size
+    holding its weights by to_keras), after checking the twin's parameter count and that it
+    is torchvision's layout: no "same" padding on a strided layer (Keras puts the extra row at
+    the bottom, PyTorch one on each side), convs without bias, BatchNorm eps 1e-5 and
+    momentum 0.9 (PyTorch's 0.1)."""
+    from reference.keras.models import build
+    k = keras().layers
+    model = randomise_bn(mc.zoo.get(name, num_classes=CLASSES, rng=12), seed=13).eval()
+    km = interop.to_keras(model, keras_model=build(name, num_classes=CLASSES, image_size=size))
+    trainable = sum(int(np.prod(v.shape)) for v in km.trainable_weights)
+    assert interop.count_parameters(model) == interop.count_parameters(km) == trainable
+    strided = [layer for layer in km.layers
+               if isinstance(layer, (k.Conv2D, k.MaxPooling2D)) and max(layer.strides) > 1]
+    assert strided and all(layer.padding == "valid" for layer in strided)
+    assert all(not layer.use_bias for layer in km.layers if isinstance(layer, k.Conv2D))
+    assert {(layer.epsilon, layer.momentum) for layer in km.layers
+            if isinstance(layer, k.BatchNormalization)} == {(1e-5, 0.9)}
+    return model, km
+
+
+@requires_keras
+@pytest.mark.parametrize("size", [64, 35])
+def test_keras_twin_of_resnet_small_gives_minicnns_logits(size):
+    """zoo.resnet_small (torchvision's layout, the zoo's default) copied into reference/keras's
+    twin: the same logits at 64×64 and at 35×35, where stride-2 layers meet odd numbers of rows
+    (35 -> 18 -> 9 -> 9 -> 5 -> 3 -> 2), and from_keras reads every array back."""
+    model, km = keras_twin("resnet_small", size)
+    x = images(3, size, seed=14)
+    ours, theirs = model(x), keras_out(km, x)
+    # Both are float32 runs of the same network with the same float32 weights on the same
+    # float32 images: each is within ``rounding_bound`` of the exact logits whatever its
+    # summation order, threads or SIMD width, so the two are within twice it. First order in
+    # u: the neglected terms are about K·u ≈ 1e-4 of it (K ≈ 1,900 roundings on the longest
+    # path); a ReLU input that rounding tips across zero changes that output by no more than
+    # its own error. A strided 3×3 conv padded "same" moves the logits far beyond this
+    # bound; Keras' default eps 1e-3 might stay within it, which is why ``keras_twin`` checks
+    # eps itself.
+    exact = mc.zoo.resnet_small(num_classes=CLASSES, dtype=np.float64, rng=0)
+    load_state(exact, {n: np.asarray(v, np.float64) for n, v in interop_state(model).items()},
+               "float64 copy")
+    bound = 2 * rounding_bound(exact, x.astype(np.float64))
+    assert ours.shape == theirs.shape == bound.shape == (3, CLASSES)
+    gap = np.abs(ours.astype(np.float64) - theirs)
+    worst = np.unravel_index(np.argmax(gap / bound), gap.shape)
+    assert np.all(gap <= bound), (f"{size}×{size}: |minicnn − Keras| {gap[worst]:.2e} at {worst} "
+                                  f"> twice the float32 rounding bound {bound[worst]:.2e}")
+    back = interop.from_keras(km)  # torchvision's layout recognised: convs without bias
+    assert [n for n, _ in back.named_children()] == [n for n, _ in model.named_children()]
+    assert_same_state(model, back, "to_keras then from_keras", skip=("num_batches_tracked",))
+
+
+@requires_keras
+def test_keras_twin_of_resnet18_holds_minicnns_weights():
+    """The BasicBlock twin: the parameter count and layout checks of ``keras_twin``, and every
+    array back by from_keras. (Its logits are not compared in float32: with eight 3×3 convs of
+    up to 4,608 terms, ``rounding_bound`` is as large as the logits themselves.)"""
+    model, km = keras_twin("resnet18", 37)
+    back = interop.from_keras(km)
+    assert isinstance(back.get_layer("layer1.0"), mc.BasicBlock)
+    assert_same_state(model, back, "to_keras then from_keras", skip=("num_batches_tracked",))
+
+
+# ----------------------------------------------------------------------------------------
 # training mode: gradients and running statistics, float64
 # ----------------------------------------------------------------------------------------
 @requires_torch
@@ -377,7 +525,9 @@ def test_mismatched_networks_are_refused_before_copying():
 
 @requires_keras
 def test_keras_into_a_torch_style_model_is_refused(keras_resnet50):
-    with pytest.raises(TypeError, match=r"conv1.*conv1_conv.*padding"):
+    """keras.applications' conv1_pad + "valid" conv1_conv pads as torchvision's conv1 does;
+    what differs first is the bias (and then the stride's place, the eps)."""
+    with pytest.raises(TypeError, match=r"conv1 .*conv1_conv.*bias True"):
         interop.from_keras(keras_resnet50, model=mc.zoo.resnet50(num_classes=CLASSES))
 
 

@@ -19,7 +19,10 @@ Two ways to match the layers:
 
 Keras' ResNet is v1 (stride on the first 1x1 conv, conv biases, explicit ZeroPadding2D),
 torchvision's v1.5: import a Keras ResNet into ``style="keras"``; crossing them is refused
-with the layer that differs. Only weights and statistics travel, not ``trainable`` flags.
+with the layer that differs. torchvision's layout written in Keras with keras.applications'
+names (reference/keras/resnet.py: no conv biases, a ZeroPadding2D before each strided layer
+that pads) pairs with ``style="torch"``: a padding that minicnn does inside its conv or pool
+is Keras' ZeroPadding2D before a "valid" one. Only weights and statistics travel, not ``trainable`` flags.
 The architectures (which Keras layer computes what a minicnn layer does) are in
 ``keras_layers.py``. Keras is imported inside the functions only.
 """
@@ -250,7 +253,9 @@ def _check_against_keras(model, trunk, where):
     kl = import_keras().layers
     twins = {"conv1_pad": "conv1_pad", "pool1_pad": "pool1_pad", "maxpool": "pool1_pool"}
     top = trunk_names(model)
-    for name, layer in named_layers(model, where).items():
+    named = named_layers(model, where)
+    own_pads = {twins.get(n, n) for n, layer in named.items() if isinstance(layer, L.ZeroPadding2D)}
+    for name, layer in named.items():
         if (not isinstance(layer, (L.Conv2D, L.BatchNorm2D, L.MaxPool2D, L.ZeroPadding2D))
                 or name.split(".")[0] not in top):
             continue
@@ -275,8 +280,12 @@ def _check_against_keras(model, trunk, where):
         else:
             hw = _keras_hw(k) or (64, 65)  # the padding of "same" with a stride depends on it
             size = pair(k.kernel_size if isinstance(k, kl.Conv2D) else k.pool_size)
-            theirs = (size, pair(k.strides),
-                      resolve_padding(k.padding.lower(), hw, size, pair(k.strides)))
+            pads = resolve_padding(k.padding.lower(), hw, size, pair(k.strides))
+            before = _padding_before(k, own_pads)
+            if before is not None:  # PyTorch's symmetric padding, written as Keras must write it
+                hw = tuple(n - a - b for n, (a, b) in zip(hw, before))
+                pads = tuple((a + c, b + d) for (a, b), (c, d) in zip(pads, before))
+            theirs = (size, pair(k.strides), pads)
             ours = (layer.kernel_size, layer.stride, layer.padding_for(*hw))
             if theirs != ours:
                 problem = f"kernel, stride, padding {theirs} there, {ours} here (input {hw})"
@@ -294,6 +303,22 @@ def _check_against_keras(model, trunk, where):
         more = " ..." if len(extra) > 6 else ""
         raise TypeError(f"{where}: Keras layers {', '.join(extra[:6])}{more} have no twin in the "
                         f"minicnn model (another number of blocks?)")
+
+
+def _padding_before(k, own_pads):
+    """((top, bottom), (left, right)) of the Keras ZeroPadding2D whose output is the input of
+    Keras layer ``k``, when minicnn has no layer of its own for it (``own_pads``: the Keras
+    names of minicnn's ZeroPadding2D twins); else None.
+
+    A minicnn layer that pads inside itself (torchvision's conv1, padding 3) has a Keras twin
+    that pads before a "valid" layer: Keras' "same" with a stride pads the bottom and right
+    only. For a max-pool, zeros and PyTorch's -inf give the same maxima only after a ReLU,
+    which is where a ResNet pools."""
+    history = getattr(getattr(k, "input", None), "_keras_history", None)
+    previous = getattr(history, "operation", None)
+    if not isinstance(previous, import_keras().layers.ZeroPadding2D) or previous.name in own_pads:
+        return None
+    return tuple(tuple(int(p) for p in side) for side in previous.padding)
 
 
 def _head_pairs(model, head):

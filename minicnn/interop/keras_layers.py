@@ -263,22 +263,28 @@ def _head_from_keras(head, dtype):
 def resnet_from_keras(trunk, head):
     """``minicnn.zoo.resnet(..., style="keras")`` with the stages, width, input channels,
     dtype and BatchNorm eps/momentum of a Keras ResNet's ``trunk`` {name: layer}, followed by
-    the minicnn twin of its ``head`` [layers] (weights not yet copied)."""
+    the minicnn twin of its ``head`` [layers] (weights not yet copied). A trunk whose convs
+    have no bias is torchvision's layout written in Keras (reference/keras/resnet.py):
+    ``style="torch"`` then."""
     conv1 = trunk["conv1_conv"]
+    style = "keras" if conv1.use_bias else "torch"
     blocks = []
     while f"conv{len(blocks) + 2}_block1_out" in trunk:
         stage = len(blocks) + 2
         blocks.append(sum(1 for n in trunk if re.fullmatch(rf"conv{stage}_block\d+_out", n)))
     block = "bottleneck" if "conv2_block1_3_conv" in trunk else "basic"
     dtype = np.dtype(conv1.kernel.dtype)
-    built = zoo.resnet(block, blocks, 1, width=conv1.filters, style="keras",
+    built = zoo.resnet(block, blocks, 1, width=conv1.filters, style=style,
                        in_channels=int(conv1.kernel.shape[2]), dtype=dtype, rng=0)
     named = [(n, layer) for n, layer in built.named_children() if n not in ("avgpool", "fc")]
     model = Sequential(named + _head_from_keras(head, dtype))
     for name, bn in model.named_modules():  # eps and momentum as Keras has them
         k = trunk.get(keras_name(name)) if isinstance(bn, L.BatchNorm2D) else None
-        if k is not None:
-            bn.eps, bn.momentum = float(k.epsilon), float(k.momentum)
+        if k is not None:  # PyTorch's momentum is the weight of the new statistic, Keras' the old
+            momentum = float(k.momentum) if bn.convention == "keras" else 1 - float(k.momentum)
+            bn.eps = float(k.epsilon)
+            if not np.isclose(bn.momentum, momentum):  # keep 0.1 exact, not 1 - 0.9
+                bn.momentum = momentum
     return model
 
 

@@ -1,9 +1,12 @@
 """The zoo's networks written the way Keras code usually writes them (NHWC, channels last).
 
 Each function builds the architecture of ``minicnn.zoo.<name>`` as a ``keras.Sequential`` on
-a ``keras.Input`` of shape (H, W, C): same layers, same parameter counts. Activations are
-given to Conv2D and Dense (``activation="relu"``), as the articles do, rather than written as
-layers of their own; PyTorch's ``padding=2`` around a 5×5 kernel is Keras' ``"same"``.
+a ``keras.Input`` of shape (H, W, C): same layers, same parameter counts. The ResNets are
+functional ``keras.Model``s: ``resnet50_keras`` is keras.applications.ResNet50, and
+``resnet50``, ``resnet18`` and ``resnet_small`` are torchvision's layout (``resnet.py``).
+Activations are given to Conv2D and Dense (``activation="relu"``), as the articles do, rather
+than written as layers of their own; PyTorch's ``padding=2`` around a 5×5 kernel is Keras'
+``"same"``.
 
     from reference.keras.models import build
     model = build("lenet5")          # a keras.Sequential; input (N, 28, 28, 1)
@@ -89,8 +92,11 @@ def resnet50_keras(num_classes=1000, image_size=224):
                                        classes=num_classes, classifier_activation=None)
 
 
+from .resnet import resnet18, resnet50, resnet_small  # noqa: E402  (torchvision's layout)
+
 MODELS = {"lenet5": lenet5, "mnist_cnn": mnist_cnn, "mnist_cnn_keras": mnist_cnn_keras,
-          "rps_cnn": rps_cnn, "convnet": convnet, "resnet50_keras": resnet50_keras}
+          "rps_cnn": rps_cnn, "convnet": convnet, "resnet50_keras": resnet50_keras,
+          "resnet50": resnet50, "resnet18": resnet18, "resnet_small": resnet_small}
 
 
 def build(name, **kwargs):
