@@ -333,6 +333,24 @@ def test_numba_pool_equals_loops(kind, config, seed, ties, dtype):
     np.testing.assert_array_equal(dx_numba, dx_loops, err_msg=where)
 
 
+@given(config=kernel_configs(), seed=seeds, ties=st.booleans(), nan=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]))
+@example(config=((2, 3, 8, 6), (2, 2), (2, 2), ((0, 0), (0, 0))), seed=0, ties=True,
+         nan=True, dtype=np.float32)                        # the 2×2 kernel
+def test_max_pool_for_prediction_gives_the_same_bits(config, seed, ties, nan, dtype):
+    """need_cache=False (no_grad: no winners kept) computes the same maxima: the same
+    comparisons in the same order, NaN included (a NaN that starts a window stays)."""
+    shape, kernel, stride, pads = config
+    x = (with_ties(shape, seed) if ties else normal(shape, seed)).astype(dtype)
+    if nan:
+        x.reshape(-1)[np.random.default_rng(seed).integers(0, x.size, 1 + x.size // 7)] = np.nan
+    for module in (pool_numba, pool_loops, kernels.pool_fast):
+        out, _ = module.max_forward(x, kernel, stride, pads)
+        values, cache = module.max_forward(x, kernel, stride, pads, need_cache=False)
+        assert cache is None
+        np.testing.assert_array_equal(values, out, err_msg=f"{module.__name__} {config}")
+
+
 @pytest.mark.parametrize("kind", WINDOWED)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 7, 9), (3, 1, 2, 2), (1, 1, 3, 3)])

@@ -50,13 +50,14 @@ def _crop(dx_pad, pads, x_shape):
 # ----------------------------------------------------------------------------------------
 # max pooling
 # ----------------------------------------------------------------------------------------
-def max_forward(x, kernel, stride, pads):
+def max_forward(x, kernel, stride, pads, need_cache=True):
     """Largest element of each window; padding is −inf, so it never wins over real values.
 
     x (N, C, H, W) -> out (N, C, H_out, W_out). The cache keeps, per window, the flat
     position r·KW + s of its maximum: argmax returns the FIRST maximum in row-major order,
     which is where PyTorch sends the gradient on ties. (One corner differs from PyTorch and
     ``pool_loops``: a padded window whose real elements are all −inf may pick the padding.)
+    With ``need_cache=False`` (prediction) the cache is None.
     """
     N, C = x.shape[:2]
     xp = _pad(x, pads, -np.inf)
@@ -65,7 +66,7 @@ def max_forward(x, kernel, stride, pads):
     rows = windows.reshape(N, C, H_out, W_out, kernel[0] * kernel[1])  # a copy: one row per window
     arg = rows.argmax(axis=-1)
     out = np.take_along_axis(rows, arg[..., None], axis=-1)[..., 0]
-    return out, (x.shape, xp.shape, kernel, stride, pads, arg)
+    return out, None if not need_cache else (x.shape, xp.shape, kernel, stride, pads, arg)
 
 
 def max_backward(dout, cache):

@@ -41,11 +41,12 @@ def _output_shape(x_shape, kernel, stride, pads):
 # ----------------------------------------------------------------------------------------
 # max pooling
 # ----------------------------------------------------------------------------------------
-def max_forward(x, kernel, stride, pads):
+def max_forward(x, kernel, stride, pads, need_cache=True):
     """out[n, c, i, j] = the largest x[n, c, h, w] under window (i, j).
 
     x (N, C, H, W) -> out (N, C, H_out, W_out), same dtype; the cache remembers where each
     maximum came from, (row, column) in x, because only that element receives gradient.
+    With ``need_cache=False`` (prediction) the cache is None.
     """
     N, C, H, W = x.shape
     out = np.empty(_output_shape(x.shape, kernel, stride, pads), dtype=x.dtype)
@@ -65,7 +66,7 @@ def max_forward(x, kernel, stride, pads):
                                 best = (h, w)
                     out[n, c, i, j] = x[n, c, best[0], best[1]]
                     winner[n, c, i, j] = best
-    return out, (x.shape, winner)
+    return out, None if not need_cache else (x.shape, winner)
 
 
 def max_backward(dout, cache):

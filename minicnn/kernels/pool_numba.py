@@ -121,6 +121,56 @@ def _max_forward_2x2(x, out, winner):
 
 
 @kernel(parallel=True)
+def _max_values(x, out, KH, KW, stride_h, stride_w, pad_top, pad_left):
+    """_max_forward without the winners (prediction): out only. The same comparisons, so the
+    same values; without the positions to keep, the loop over j vectorises."""
+    N, C, H, W = x.shape
+    H_out, W_out = out.shape[2], out.shape[3]
+    row_lo, row_hi = _bounds(H_out, KH, stride_h, pad_top, H)
+    col_lo, col_hi = _bounds(W_out, KW, stride_w, pad_left, W)
+    j_lo, j_hi = _inside(W_out, KW, stride_w, pad_left, W)
+    u_stride_w = np.uint64(stride_w)
+    for nc in prange(N * C):
+        plane = x[nc // C, nc % C].reshape(H * W)
+        for i in range(H_out):
+            best = out[nc // C, nc % C, i]
+            for j in range(W_out):
+                best[j] = plane[row_lo[i] * W + col_lo[j]]
+            for h in range(row_lo[i], row_hi[i]):
+                row = plane[h * W:(h + 1) * W]
+                for q in range(KW):
+                    src = row[j_lo * stride_w + q - pad_left:]
+                    for jj in range(np.uint64(j_hi - j_lo)):
+                        if src[jj * u_stride_w] > best[j_lo + jj]:
+                            best[j_lo + jj] = src[jj * u_stride_w]
+                for j in range(W_out):
+                    if j < j_lo or j >= j_hi:
+                        for w in range(col_lo[j], col_hi[j]):
+                            if row[w] > best[j]:
+                                best[j] = row[w]
+
+
+@kernel(parallel=True)
+def _max_values_2x2(x, out):
+    """_max_forward_2x2 without the winners (prediction)."""
+    N, C, H, W = x.shape
+    H_out, W_out = out.shape[2], out.shape[3]
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for i in range(H_out):
+            r0, r1 = x[n, c, 2 * i], x[n, c, 2 * i + 1]
+            for j in range(np.uint64(W_out)):
+                best = r0[2 * j]
+                if r0[2 * j + 1] > best:
+                    best = r0[2 * j + 1]
+                if r1[2 * j] > best:
+                    best = r1[2 * j]
+                if r1[2 * j + 1] > best:
+                    best = r1[2 * j + 1]
+                out[n, c, i, j] = best
+
+
+@kernel(parallel=True)
 def _max_backward(dout, winner, dx):
     N, C, H_out, W_out = dout.shape
     H, W = dx.shape[2], dx.shape[3]
@@ -137,16 +187,23 @@ def _is_2x2(kernel, stride, pads):
     return tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and pads == ((0, 0), (0, 0))
 
 
-def max_forward(x, kernel, stride, pads):
+def max_forward(x, kernel, stride, pads, need_cache=True):
     """Largest element of each window. x (N, C, H, W) -> out (N, C, H_out, W_out); the cache
-    keeps each maximum's flat position h·W + w in its plane."""
+    keeps each maximum's flat position h·W + w in its plane. With ``need_cache=False``
+    (prediction) no positions are kept and the cache is None."""
     if x.dtype not in COMPILED_DTYPES:
         out, cache = pool_fast.max_forward(x, kernel, stride, pads)
-        return out, Fallback((cache,))
+        return out, Fallback((cache,)) if need_cache else None
     x = np.ascontiguousarray(x)
     geometry = _geometry(x.shape, kernel, stride, pads)
     H_out, W_out, KH, KW, stride_h, stride_w, pad_top, pad_left = geometry
     out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
+    if not need_cache:
+        if _is_2x2(kernel, stride, pads):
+            _max_values_2x2(x, out)
+        else:
+            _max_values(x, out, KH, KW, stride_h, stride_w, pad_top, pad_left)
+        return out, None
     winner = np.empty(out.shape, dtype=np.int64)
     if _is_2x2(kernel, stride, pads):
         _max_forward_2x2(x, out, winner)

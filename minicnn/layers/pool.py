@@ -24,7 +24,7 @@ import numpy as np
 from .. import kernels
 from ..core.errors import ShapeError
 from ..core.shapes import check_window_fits, pair, resolve_padding, window_formula
-from .base import Layer, as_float
+from .base import Layer, as_float, keeping_caches
 
 
 class _WindowPool(Layer):
@@ -136,7 +136,8 @@ class MaxPool2D(_WindowPool):
     """
 
     def _forward(self, k, x, pads):
-        return k.max_forward(x, self.kernel_size, self.stride, pads)
+        # under no_grad there is no backward: no need to remember where each maximum was
+        return k.max_forward(x, self.kernel_size, self.stride, pads, need_cache=keeping_caches())
 
     def _backward(self, k, dy, cache):
         return k.max_backward(dy, cache)
