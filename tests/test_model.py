@@ -259,3 +259,40 @@ def test_no_grad_predicts_the_same_and_keeps_no_caches():
     # and outside the block, layers keep their caches again
     model(x)
     assert any(getattr(m, "_cache", None) is not None for _, m in model.named_modules())
+
+
+class _Spy(mc.layers.base.Layer):
+    """Records the batch sizes it sees; per_image as told."""
+
+    def __init__(self, per_image):
+        super().__init__()
+        self.per_image, self.seen = per_image, []
+
+    def forward(self, x):
+        self.seen.append(len(x))
+        return x
+
+
+def test_prediction_goes_through_the_layers_in_slices_with_the_same_numbers(monkeypatch):
+    """Under no_grad in eval mode a large batch goes through a slice of images at a time (the
+    convolutions compute image by image, so the numbers are the same bits); a layer whose
+    weights outweigh its slice of input (Dense) takes the whole batch; training, or a layer
+    that may mix the images, keeps the batch whole."""
+    monkeypatch.setattr(mc.Sequential, "SLICE_BYTES", 1)      # slices of SLICE_MIN images
+    monkeypatch.setattr(mc.Sequential, "SLICE_MIN", 3)
+    spy, tail = _Spy(per_image=True), _Spy(per_image=True)
+    model = mc.Sequential([mc.Conv2D(1, 4, 3, rng=0), mc.ReLU(), spy, mc.MaxPool2D(2),
+                           mc.Flatten(), mc.Dense(144, 500, rng=1), tail])
+    x = np.random.default_rng(0).standard_normal((10, 1, 14, 14)).astype(np.float32)
+    expected = model(x)                                       # training mode: whole
+    assert spy.seen == [10] and tail.seen == [10]
+    model.eval()
+    with mc.layers.no_grad():
+        sliced = model(x)
+    assert spy.seen[1:] == [3, 3, 3, 1] and tail.seen[1:] == [10]
+    np.testing.assert_array_equal(sliced, expected)
+    mixing = mc.Sequential([mc.Conv2D(1, 4, 3, rng=0), _Spy(per_image=False)])
+    mixing.eval()
+    with mc.layers.no_grad():
+        mixing(x)
+    assert mixing[1].seen == [10]

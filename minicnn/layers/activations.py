@@ -15,6 +15,8 @@ from .base import Layer, as_float, check_upstream
 class _Elementwise(Layer):
     """An activation applied to every entry: any input shape, the same output shape."""
 
+    per_image = True
+
     def __init__(self):
         super().__init__()
         self._cache = None  # what backward needs: a mask or the output
@@ -105,6 +107,10 @@ class _AlongAxis(_Elementwise):
                 f"{len(input_shape)}, shape {input_shape} (expected e.g. (N, C) or (N, C, H, W) "
                 f"for axis=1)")
         return input_shape
+
+    @property
+    def per_image(self):
+        return self.axis > 0        # along axis 0 (or −1 of a vector) it mixes the images
 
     def __repr__(self):
         return f"{type(self).__name__}(axis={self.axis})"

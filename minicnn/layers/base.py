@@ -55,6 +55,11 @@ class Layer:
 
     registry = {}
     skips_input_grad = False
+    #: Whether, in evaluation mode, each output image depends on the same input image alone, so
+    #: that a batch may be computed a slice of images at a time (``Sequential`` does so under
+    #: ``no_grad``). True of minicnn's layers; a layer of yours is assumed to mix the images
+    #: unless its class sets it.
+    per_image = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -106,6 +111,10 @@ class Layer:
 
     def children(self):
         return [layer for _, layer in self.named_children()]
+
+    def computes_per_image(self):
+        """``per_image`` of the layer and of all its children."""
+        return self.per_image and all(child.computes_per_image() for child in self.children())
 
     def named_modules(self, prefix=""):
         """[("", self), ("conv1", ...), ("downsample.0", ...), ...]: the layer and every layer

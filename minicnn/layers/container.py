@@ -1,4 +1,6 @@
 """Sequential: layers applied one after another, and backward through them in reverse."""
+import math
+
 import numpy as np
 
 from ..core.errors import ShapeError
@@ -33,6 +35,8 @@ class Sequential(Layer):
     ``model["fc"]`` or ``model.fc``, and replaced with ``model["fc"] = Dense(2048, 2)`` (a new
     head for transfer learning). Parameter names follow: "3.weight", "fc.weight", "1.2.weight".
     """
+
+    per_image = True
 
     def __init__(self, layers=()):
         super().__init__()
@@ -85,8 +89,61 @@ class Sequential(Layer):
 
     def forward(self, x):
         x = refuse_integers(x, "Sequential.forward")
-        shapes = []
-        for i, layer in enumerate(self.layers):
+        size, stop, rows = self._slicing(x)
+        if size < len(x) and stop > 0:
+            return self._forward_in_slices(x, size, stop, rows)
+        return self._forward_layers(x)
+
+    def _slicing(self, x):
+        """(size, stop, rows): send x (N, ...) through layers 0 .. stop − 1 ``size`` images at a
+        time, the rest whole; rows are ``shapes()`` of one image. All of them at once, except
+        in evaluation mode under ``no_grad`` with layers that compute each image on its own.
+        Then a slice whose activations, all layers together, hold about ``SLICE_BYTES``: they
+        stay in the CPU's cache from one layer to the next, and their memory is reused, not
+        requested anew from the system (page faults) for every layer's output. The slicing
+        stops at the first layer whose weights outweigh its slice of input (mnist_cnn's first
+        Dense, 4.7 MB): it would read them once per slice, so it takes the whole batch. The
+        numbers are each image's own either way, up to the last bits of a matrix product
+        whose blocking depends on its number of rows."""
+        whole = (len(x) if x.ndim else 0, 0, None)
+        if keeping_caches() or self.training or x.ndim == 0 or not self.computes_per_image():
+            return whole
+        try:
+            rows = self.shapes((1,) + x.shape[1:])
+        except ShapeError:
+            return whole            # the unsliced pass reports it, with the whole batch's shapes
+        itemsize = max(x.itemsize, 4)
+        per_image = sum(math.prod(shape) for _, _, shape in rows) * itemsize
+        size = max(self.SLICE_MIN, self.SLICE_BYTES // max(per_image, 1))
+        stop = next((i for i, (layer, shape_in, _) in enumerate(rows)
+                     if sum(p.data.nbytes for p in layer.parameters())
+                     > size * math.prod(shape_in) * itemsize), len(rows))
+        return size, stop, rows
+
+    #: a slice's activations in bytes (about a server CPU's last-level cache), and its fewest
+    #: images (see ``_slicing``). Measured on mnist_cnn and resnet_small prediction (batches
+    #: of 1000 and 500, 2 threads): slices of 64 to 200 images took 1.1 to 1.5 times less time
+    #: than the whole batch.
+    SLICE_BYTES = 32 << 20
+    SLICE_MIN = 64
+
+    def _forward_in_slices(self, x, size, stop, rows):
+        """The output for x (N, ...): layers 0 .. stop − 1 ``size`` images at a time, then the
+        others on the whole batch (evaluation only)."""
+        first = self._forward_layers(x[:size], stop=stop)
+        out = np.empty((len(x),) + first.shape[1:], dtype=first.dtype)
+        out[:size] = first
+        for start in range(size, len(x), size):
+            out[start:start + size] = self._forward_layers(x[start:start + size], stop=stop)
+        shapes = [(len(x),) + shape_in[1:] for _, shape_in, _ in rows[:stop]]
+        return self._forward_layers(out, start=stop, shapes=shapes)
+
+    def _forward_layers(self, x, start=0, stop=None, shapes=()):
+        """Layers start .. stop − 1 on x; ``shapes``: the input shapes of the layers before
+        ``start`` (for the context of a ShapeError)."""
+        shapes = list(shapes)
+        for i in range(start, len(self.layers) if stop is None else stop):
+            layer = self.layers[i]
             shapes.append(tuple(x.shape))
             try:
                 x = layer(x)

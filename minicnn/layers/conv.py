@@ -34,6 +34,8 @@ class Conv2D(Layer):
     The layer computes in ``dtype`` (float32 by default); inputs are cast to it.
     """
 
+    per_image = True
+
     skips_input_grad = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,

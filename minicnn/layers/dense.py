@@ -25,6 +25,8 @@ class Dense(Layer):
     or a np.random.Generator). A CNN's feature maps (N, C, H, W) go through ``Flatten()`` first.
     """
 
+    per_image = True
+
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):

@@ -24,6 +24,8 @@ class Dropout(Layer):
     (``minicnn.manual_seed``). Same seed, same masks.
     """
 
+    per_image = True
+
     def __init__(self, p=0.5, seed=None):
         super().__init__()
         if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0 <= p < 1:

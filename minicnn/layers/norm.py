@@ -50,6 +50,8 @@ class BatchNorm2D(Layer):
     The layer computes in ``dtype`` (float32 by default); inputs are cast to it.
     """
 
+    per_image = True
+
     def __init__(self, num_features, eps=None, momentum=None, convention="torch", affine=True,
                  frozen_uses_batch_stats=False, dtype=np.float32):
         super().__init__()

@@ -35,6 +35,8 @@ class ZeroPadding2D(Layer):
     backward: dy (shape of y) -> dx = dy without the padded border (the zeros are constants)
     """
 
+    per_image = True
+
     def __init__(self, padding=1):
         super().__init__()
         self.padding = _padding(padding)

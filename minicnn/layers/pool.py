@@ -33,6 +33,8 @@ class _WindowPool(Layer):
     Subclasses say which kernel functions to call in ``_forward`` / ``_backward``.
     """
 
+    per_image = True
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")
@@ -191,6 +193,8 @@ class GlobalAvgPool2D(Layer):
     Like Keras' GlobalAveragePooling2D. PyTorch's AdaptiveAvgPool2d(1) computes the same
     numbers but keeps the spatial axes, (N, C, 1, 1); follow it with Flatten there.
     """
+
+    per_image = True
 
     def __init__(self):
         super().__init__()

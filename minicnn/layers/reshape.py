@@ -17,6 +17,8 @@ class Flatten(Layer):
     the weights of the Dense layer that follows between the two frameworks.
     """
 
+    per_image = True
+
     def __init__(self):
         super().__init__()
         self._input_shape = self._dtype = None

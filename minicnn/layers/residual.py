@@ -30,6 +30,8 @@ def _axis_names(rank):
 class Identity(Layer):
     """y = x; dx = dy. Any shape. The shortcut of a residual block that keeps the shape."""
 
+    per_image = True
+
     def forward(self, x):
         return np.asarray(x)
 
@@ -44,6 +46,8 @@ class Add(Layer):
     backward(dy):      dy (S) -> a tuple of k gradients, each dy (the sum's derivative is 1
                        with respect to each input); copies, so no two paths share an array
     """
+
+    per_image = True
 
     def __call__(self, *inputs):
         return self.forward(*inputs)
@@ -117,6 +121,8 @@ class _ResidualBlock(Layer):
     Subclasses provide ``_branch()`` and ``_shortcut()`` ([(name, layer)], applied in order;
     an empty shortcut is the identity), ``_final()`` ((name, layer) or None), ``describe()``.
     """
+
+    per_image = True
 
     def describe(self):
         return type(self).__name__
