@@ -104,7 +104,10 @@ class Sequential(Layer):
         stops at the first layer whose weights outweigh its slice of input (mnist_cnn's first
         Dense, 4.7 MB): it would read them once per slice, so it takes the whole batch. The
         numbers are each image's own either way, up to the last bits of a matrix product
-        whose blocking depends on its number of rows."""
+        whose blocking depends on its number of rows. Whether the memory is reused is the
+        allocator's call: glibc's ``malloc`` may give a slice's memory back to the system when
+        the slice is done (it trims the top of its heap), and the next slice then faults it in
+        again; the peak memory is lower either way."""
         whole = (len(x) if x.ndim else 0, 0, None)
         if keeping_caches() or self.training or x.ndim == 0 or not self.computes_per_image():
             return whole
