@@ -156,7 +156,9 @@ def test_each_algorithm_takes_the_shapes_it_computes(algorithm):
 # (every term then positive), here in float64. The reference (the loops, same dtype) is within
 # γ_n·Σ|terms| of exact, so the two differ by at most γ_k·Z + γ_n·Σ|terms|. The input gradient
 # is such a correlation too (dout padded by 2, the weights turned, O channels summed): k = O + 11.
-# A wrong transform entry or tile offset moves an output by a whole term: far above the bound.
+# The weight gradient Gᵀ [Σ (A dY Aᵀ) ⊙ (Bᵀ d B)] G sums over every tile of every image (see
+# winograd_weight_magnitude). A wrong transform entry or tile offset moves an output by a whole
+# term: far above the bound.
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
@@ -187,7 +189,7 @@ def winograd_magnitude(x, w, b, pads, crop):
 
 
 def winograd_bounds(module_args, dout_seed, dtype):
-    """[allowed |winograd − loops| per entry] for out, dx; dw and db as conv_bounds (gemm)."""
+    """[allowed |winograd − loops| per entry] for out, dx, dw; db as conv_bounds."""
     x, w, b, stride, pads, dilation = module_args
     bounds = conv_bounds(module_args, dout_seed, dtype)
     reference = [None if bound is None else bound / 2 for bound in bounds]   # γ_n·Σ|terms|
@@ -202,7 +204,29 @@ def winograd_bounds(module_args, dout_seed, dtype):
     Z_dx = winograd_magnitude(dout, turned, None, ((2, 2), (2, 2)),
                               ((pads[0][0], H), (pads[1][0], W)))
     return [reference[0] + gamma(C + 11) * Z_out, reference[1] + gamma(O + 11) * Z_dx,
-            bounds[2], bounds[3]]
+            reference[2] + gamma(N * -(-H_out // 2) * -(-W_out // 2) + 8)
+            * winograd_weight_magnitude(x, dout, pads), bounds[3]]
+
+
+def winograd_weight_magnitude(x, dout, pads):
+    """Z of the weight gradient (float64): |G|ᵀ [Σ over images and tiles of
+    (|A| |dY| |A|ᵀ) ⊙ (|B|ᵀ |d| |B|)] |G|, (O, C, 3, 3). Each of its terms went through at most
+    N·tiles + 8 roundings: 2 in Bᵀ d B, 2 in A dY Aᵀ, 1 product, N·tiles − 1 additions in any
+    order, 4 in Gᵀ dU G."""
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
+    x, dout = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(dout, np.float64))
+    N, O, H_out, W_out = dout.shape
+    TH, TW = -(-H_out // 2), -(-W_out // 2)
+    x_pad = np.zeros(x.shape[:2] + (2 * TH + 2, 2 * TW + 2))
+    x_pad[:, :, pad_top:pad_top + x.shape[2], pad_left:pad_left + x.shape[3]] = x
+    d = np.lib.stride_tricks.sliding_window_view(x_pad, (4, 4), axis=(2, 3))[:, :, ::2, ::2]
+    V = np.einsum("xr,nctsrq,yq->nctsxy", np.abs(B_T), d, np.abs(B_T))
+    dy = np.zeros((N, O, 2 * TH, 2 * TW))
+    dy[:, :, :H_out, :W_out] = dout                    # outputs past the edge: no gradient
+    dy = dy.reshape(N, O, TH, 2, TW, 2).transpose(0, 1, 2, 4, 3, 5)     # (N, O, TH, TW, 2, 2)
+    dM = np.einsum("ax,notsab,by->notsxy", np.abs(A_T), dy, np.abs(A_T))
+    dU = np.einsum("notsxy,nctsxy->ocxy", dM, V)
+    return np.einsum("xp,ocxy,yq->ocpq", np.abs(G), dU, np.abs(G))
 
 
 @st.composite

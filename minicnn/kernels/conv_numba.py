@@ -427,10 +427,17 @@ def backward(dout, cache, need_dx=True):
     dout = np.ascontiguousarray(dout, dtype=w.dtype)
     N, C, H, W = x_shape
     O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
-    if algo == "winograd":      # the weights' gradient as "gemm" does it, dx by Winograd
+    if algo == "winograd":
+        x = x_pad if x_pad.shape == x_shape else np.ascontiguousarray(
+            x_pad[:, :, pads[0][0]:pads[0][0] + H, pads[1][0]:pads[1][0] + W])
         dx = None if not need_dx else conv_winograd.input_gradient(
             dout, np.ascontiguousarray(w[:, :K]).reshape((O, C, KH, KW)), x_shape, pads)
-        return (dx,) + backward(dout, ("gemm",) + cache[1:], need_dx=False)[1:]
+        dw = conv_winograd.weight_gradient(x, dout, pads, _GROUP)
+        # the bias gradient Σ dout, in groups of _GROUP images added in order, as the other
+        # algorithms: independent of the number of threads
+        db = None if not has_bias else np.add.reduce(
+            [dout[g:g + _GROUP].sum(axis=(0, 2, 3)) for g in range(0, N, _GROUP)])
+        return dx, dw, db
     dx_pad = np.empty(x_pad.shape if need_dx else (0,) + x_pad.shape[1:], dtype=w.dtype)
     if algo == "direct":
         W_pad = x_pad.shape[3]

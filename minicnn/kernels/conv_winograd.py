@@ -35,7 +35,7 @@ import numpy as np
 from numba import prange
 
 from . import blas
-from .blas import NO_TRANS
+from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
 from .jit import helper, kernel
@@ -166,6 +166,115 @@ def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, 
                     out[n, o, i, :] = full[thread, o, crop_top + i, crop_left:crop_left + W_o]
         else:
             _transform_output(m, b, out, n, rows)
+
+
+@helper(inline="always")
+def _gradient_tile(a, b, c, d, dm, o, t):
+    """dm[o, :, t] := A dY Aᵀ for the tile dY = [[a, b], [c, d]]: A dY has the rows [a, b],
+    [a + c, b + d], [a − c, b − d], [−c, −d], and each row [p, q] times Aᵀ is
+    [p, p + q, p − q, −q]."""
+    for r in range(4):
+        if r == 0:
+            p, q = a, b
+        elif r == 1:
+            p, q = a + c, b + d
+        elif r == 2:
+            p, q = a - c, b - d
+        else:
+            p, q = -c, -d
+        dm[o, 4 * r, t] = p
+        dm[o, 4 * r + 1, t] = p + q
+        dm[o, 4 * r + 2, t] = p - q
+        dm[o, 4 * r + 3, t] = -q
+
+
+@helper()
+def _transform_output_gradient(dout, n, dm):
+    """dm (O, 16, tiles) := A dY Aᵀ of every 2×2 tile dY of dout[n] (O, H_out, W_out): the
+    gradient of M, since Y = Aᵀ M A. The outputs past H_out or W_out count as 0 (the forward
+    pass dropped them); only the last row and column of tiles can have them, so the loop over
+    the others has no branch in it."""
+    O, H_out, W_out = dout.shape[1], dout.shape[2], dout.shape[3]
+    one, two = np.uint64(1), np.uint64(2)
+    TH, TW = np.uint64((H_out + 1) // 2), np.uint64((W_out + 1) // 2)
+    rows, cols = np.uint64(H_out // 2), np.uint64(W_out // 2)    # tiles wholly inside
+    zero = dout.dtype.type(0)
+    for o in range(np.uint64(O)):
+        for ti in range(TH):
+            i = two * ti
+            for tj in range(TW):
+                j, t = two * tj, ti * TW + tj
+                if ti < rows and tj < cols:
+                    _gradient_tile(dout[n, o, i, j], dout[n, o, i, j + one],
+                                   dout[n, o, i + one, j], dout[n, o, i + one, j + one], dm, o, t)
+                else:
+                    right, below = tj < cols, ti < rows
+                    _gradient_tile(dout[n, o, i, j],
+                                   dout[n, o, i, j + one] if right else zero,
+                                   dout[n, o, i + one, j] if below else zero,
+                                   dout[n, o, i + one, j + one] if right and below else zero,
+                                   dm, o, t)
+
+
+@kernel(parallel=True)
+def _weight_gradient(x, pad_top, pad_left, dout, partial, group, images, V, DM, scratch, gemm,
+                     set_threads):
+    """partial[g] (16, O, C) = Σ over the images n of group g and their tiles of
+    dM[:, ξ] (O, tiles) @ V[:, ξ]ᵀ (tiles, C): the gradient of U = G g Gᵀ, with V = Bᵀ d B of x
+    padded as in _correlate and dM = A dY Aᵀ of dout (N, O, H_out, W_out). Groups of ``group``
+    images run in parallel and are added in order afterwards: the result does not depend on
+    the number of threads. images, V (threads, C, 16, tiles), DM (threads, O, 16, tiles) and
+    scratch are each thread's, as in _correlate."""
+    N, C, H, W = x.shape
+    O, T = dout.shape[1], V.shape[3]
+    padded = images.shape[0] > 0
+    one = dout.dtype.type(1)
+    for g in prange(partial.shape[0]):
+        thread = numba.get_thread_id()
+        v, dm, rows = V[thread], DM[thread], scratch[thread]
+        before = _set_threads(set_threads, 1)
+        for n in range(g * group, min(N, (g + 1) * group)):
+            if padded:
+                H_in = min(H, images.shape[2] - pad_top)
+                W_in = min(W, images.shape[3] - pad_left)
+                for c in range(C):
+                    for i in range(H_in):
+                        images[thread, c, pad_top + i, pad_left:pad_left + W_in] = x[n, c, i, :W_in]
+                _transform_input(images, thread, v, rows)
+            else:
+                _transform_input(x, n, v, rows)
+            _transform_output_gradient(dout, n, dm)
+            beta = dout.dtype.type(0) if n == g * group else one
+            for xi in range(16):    # partial[g, ξ] (O, C) (+)= dM[:, ξ] (O, T) @ V[:, ξ]ᵀ (T, C)
+                _gemm(gemm, NO_TRANS, TRANS, O, C, T, one, dm[0, xi].ctypes.data, 16 * T,
+                      v[0, xi].ctypes.data, 16 * T, beta, partial[g, xi].ctypes.data, C)
+        _set_threads(set_threads, before)
+
+
+def weight_gradient(x, dout, pads, group):
+    """dw (O, C, 3, 3) of out = x ⋆ w (3×3, stride 1, padding pads), given x (N, C, H, W) and
+    dout (N, O, H_out, W_out): Gᵀ dU G with dU = Σ dM ⊙ V over the images and tiles, in groups
+    of ``group`` images added in order."""
+    (pad_top, _), (pad_left, _) = pads
+    N, C, H, W = x.shape
+    O, H_out, W_out = dout.shape[1:]
+    TH, TW = tiles(H_out, W_out)
+    threads = numba.get_num_threads()
+    dtype = dout.dtype
+    in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
+    images = np.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype=dtype)
+    V = np.empty((threads, C, 16, TH * TW), dtype=dtype)
+    DM = np.empty((threads, O, 16, TH * TW), dtype=dtype)
+    scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
+    partial = np.empty((-(-N // group), 16, O, C), dtype=dtype)
+    _weight_gradient(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
+                     np.ascontiguousarray(dout), partial, group, images, V, DM, scratch,
+                     blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+    dU = partial.sum(axis=0).reshape(4, 4, O, C)
+    g = G.astype(dtype)
+    dg = np.tensordot(g, dU, axes=([0], [0]))         # (3, 4, O, C): Gᵀ dU
+    dg = np.tensordot(dg, g, axes=([1], [0]))         # (3, O, C, 3): Gᵀ dU G
+    return np.ascontiguousarray(dg.transpose(1, 2, 0, 3))
 
 
 def correlate(x, pads, w, b, H_full, W_full, crop):
