@@ -23,7 +23,9 @@ thread, as in the "gemm" algorithm.
 
 The input gradient of a 3×3 stride-1 convolution is itself one: the output gradient padded by 2
 on each side, correlated with the weights turned by 180° and with input and output channels
-swapped (``input_gradient``).
+swapped (``input_gradient``). The weights' gradient follows from Y = Aᵀ M A and U = G g Gᵀ:
+dM = A dY Aᵀ for each 2×2 tile dY of the output's gradient, dU = Σ over the tiles and images of
+dM ⊙ V (16 products (O, tiles) @ (tiles, C) per image), dg = Gᵀ dU G (``weight_gradient``).
 
 Rounding: each output is a sum whose every term went through at most C + 11 roundings (4 in
 U, 2 in V, 1 product, C − 1 additions over the channels, 4 in Aᵀ·M·A, 1 for the bias), so
