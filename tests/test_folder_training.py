@@ -113,7 +113,7 @@ def test_a_grayscale_model_reads_the_folder_in_grayscale(folder, tmp_path):
 def test_image_size_only_where_it_can_apply(folder, tmp_path, capsys):
     assert main(["train", "--model", "lenet5", "--dataset", str(folder), "--image-size", "16",
                  "--out", str(tmp_path)]) == 2
-    assert "rps_cnn takes any --image-size" in capsys.readouterr().err
+    assert "rps_cnn and the ResNets take any --image-size" in capsys.readouterr().err
     assert main(["train", "--model", "lenet5", "--dataset", "fashion-mnist", "--image-size", "64",
                  "--out", str(tmp_path)]) == 2
     assert "fashion-mnist images are 28×28" in capsys.readouterr().err
@@ -201,3 +201,15 @@ def test_augmented_run_resumes_exactly(folder, tmp_path):
     resumed, _ = mc.train.checkpoint.load(tmp_path / "resumed" / "checkpoint.npz")
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         assert np.array_equal(a.data, b.data), name
+
+
+def test_a_resnet_takes_another_image_size(folder, tmp_path):
+    """Global average pooling: a ResNet runs on any size; --image-size only resizes the photos
+    and says so in the model's spec (and so in the checkpoint and metrics.json)."""
+    out = tmp_path / "resnet32"
+    assert main(["train", "--model", "resnet_small", "--dataset", str(folder), "--image-size", "32",
+                 "--epochs", "1", "--limit", "24", "--batch-size", "8", "--out", str(out)]) == 0
+    assert metrics_of(out)["config"]["input_shape"] == [3, 32, 32]
+    model, _ = mc.train.checkpoint.load(out / "checkpoint.npz")
+    assert model.spec.input_shape == (3, 32, 32)
+    assert model(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, len(PATTERNS))

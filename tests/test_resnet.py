@@ -600,3 +600,19 @@ def test_zero_padding_converts_in_a_plain_chain():
     km = interop.to_keras(model, input_shape=(2, 6, 6))
     assert_close("ZeroPadding2D chain vs to_keras", ours, keras_out(km, x).transpose(0, 3, 1, 2),
                  rtol=1e-6)
+
+
+@requires_torch
+def test_the_resnets_and_their_torch_twins_take_an_image_size():
+    """``image_size`` (what --image-size passes for an image folder) changes only the spec: the
+    same layers run on 48×48; torchvision's layout takes the argument and any size too."""
+    import torch
+
+    from reference.torch.models import build
+    model = mc.zoo.get("resnet_small", image_size=48, rng=0)
+    assert model.spec.input_shape == (3, 48, 48)
+    assert mc.zoo.get("resnet_small", rng=0).spec.input_shape == (3, 64, 64)
+    assert model(np.zeros((2, 3, 48, 48), np.float32)).shape == (2, 3)
+    for name in ("resnet_small", "resnet18"):
+        with torch.no_grad():
+            assert build(name, num_classes=3, image_size=48)(torch.zeros(1, 3, 48, 48)).shape == (1, 3)

@@ -56,7 +56,7 @@ def folder_model(args, spec, classes):
         return zoo.get(args.model, rng=args.seed, **kwargs)
     except TypeError as err:  # a model without num_classes or image_size
         raise run_folders.UsageError(f"--model {args.model} cannot be built for this folder ({err}); its "
-                              f"input is {spec.input_shape}; rps_cnn takes any --image-size") from None
+                              f"input is {spec.input_shape}; rps_cnn and the ResNets take any --image-size") from None
 
 
 def load_folder_run(args, spec, dataset):

@@ -1,5 +1,11 @@
-"""ResNets: named Sequentials whose parameter names are torchvision's (resnet50, resnet18, ...)."""
+"""ResNets: named Sequentials whose parameter names are torchvision's (resnet50, resnet18, ...).
+
+A ResNet takes any image size: its global average pooling turns whatever map the last stage
+leaves into one number per channel. ``image_size=S`` only says so in the model's ``spec``
+(3×S×S), so that the command line and the reference scripts feed it S×S photos.
+"""
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -103,7 +109,7 @@ _AVP = "Alien vs Predator: transfer learning with ResNet-50 (PyTorch and Keras)"
 
 
 @register((3, 224, 224), "cross_entropy", "alien-vs-predator", _AVP)
-def resnet50(num_classes=1000, style="torch", dtype=np.float32, rng=None):
+def resnet50(num_classes=1000, style="torch", dtype=np.float32, rng=None, image_size=None):
     """3×224×224 → ResNet-50 (Bottlenecks [3, 4, 6, 3], width 64) → 2048 → num_classes logits.
 
     25,557,032 parameters at 1000 classes, as torchvision's. style="keras" for
@@ -112,32 +118,43 @@ def resnet50(num_classes=1000, style="torch", dtype=np.float32, rng=None):
     model = resnet("bottleneck", (3, 4, 6, 3), num_classes, 64, style, dtype=dtype, rng=rng)
     if style == "keras":  # the name that rebuilds this layout
         model.spec = resnet50_keras.spec
-    return model
+    return _sized(model, resnet50_keras.spec if style == "keras" else resnet50.spec, image_size)
 
 
 @register((3, 224, 224), "cross_entropy", "alien-vs-predator", _AVP + ", Keras side")
-def resnet50_keras(num_classes=1000, dtype=np.float32, rng=None):
+def resnet50_keras(num_classes=1000, dtype=np.float32, rng=None, image_size=None):
     """keras.applications.ResNet50 in minicnn: ``resnet50(style="keras")``.
 
     25,583,592 parameters at 1000 classes: torchvision's plus a bias in each of the 53 convs.
     Keras' summary says 25,636,712 because it counts the 53,120 moving means and variances too.
     """
-    return resnet("bottleneck", (3, 4, 6, 3), num_classes, 64, "keras", dtype=dtype, rng=rng)
+    model = resnet("bottleneck", (3, 4, 6, 3), num_classes, 64, "keras", dtype=dtype, rng=rng)
+    return _sized(model, resnet50_keras.spec, image_size)
 
 
 @register((3, 224, 224), "cross_entropy", "alien-vs-predator", _AVP + ", its lighter sibling")
-def resnet18(num_classes=1000, dtype=np.float32, rng=None):
+def resnet18(num_classes=1000, dtype=np.float32, rng=None, image_size=None):
     """3×224×224 → ResNet-18 (BasicBlocks [2, 2, 2, 2], width 64) → 512 → num_classes logits."""
-    return resnet("basic", (2, 2, 2, 2), num_classes, 64, "torch", dtype=dtype, rng=rng)
+    model = resnet("basic", (2, 2, 2, 2), num_classes, 64, "torch", dtype=dtype, rng=rng)
+    return _sized(model, resnet18.spec, image_size)
 
 
 @register((3, 64, 64), "cross_entropy", "rock-paper-scissors", _AVP + ", CPU-sized")
-def resnet_small(num_classes=3, width=8, style="torch", dtype=np.float32, rng=None):
+def resnet_small(num_classes=3, width=8, style="torch", dtype=np.float32, rng=None,
+                 image_size=None):
     """3×64×64 → ResNet-50's layout with one Bottleneck per stage and width 8 → 256 → logits.
 
     Stem 8@32×32 → 8@16×16, stages 32@16×16, 64@8×8, 128@4×4, 256@2×2; about 130 thousand
     parameters (at 3 classes), small enough to train and to check gradient by gradient.
     """
-    return resnet("bottleneck", (1, 1, 1, 1), num_classes, width, style, dtype=dtype, rng=rng)
+    model = resnet("bottleneck", (1, 1, 1, 1), num_classes, width, style, dtype=dtype, rng=rng)
+    return _sized(model, resnet_small.spec, image_size)
+
+
+def _sized(model, spec, image_size):
+    """The model, its spec saying 3×S×S photos when ``image_size=S`` differs from the spec's."""
+    if image_size is not None and image_size != spec.input_shape[1]:
+        model.spec = replace(spec, input_shape=(spec.input_shape[0], image_size, image_size))
+    return model
 
 

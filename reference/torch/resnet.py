@@ -140,16 +140,18 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(num_classes=1000, **kwargs):
+# image_size: accepted as minicnn's zoo and the Keras twins take it; a ResNet runs on any size
+# (global average pooling), so nothing here depends on it
+def resnet18(num_classes=1000, image_size=None, **kwargs):
     """torchvision.models.resnet18: BasicBlocks [2, 2, 2, 2], 11.7 M parameters at 1000 classes."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, **kwargs)
 
 
-def resnet50(num_classes=1000, **kwargs):
+def resnet50(num_classes=1000, image_size=None, **kwargs):
     """torchvision.models.resnet50: Bottlenecks [3, 4, 6, 3], 25.6 M parameters at 1000 classes."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, **kwargs)
 
 
-def resnet_small(num_classes=3, width=8, layers=(1, 1, 1, 1), **kwargs):
+def resnet_small(num_classes=3, width=8, layers=(1, 1, 1, 1), image_size=None, **kwargs):
     """minicnn.zoo.resnet_small: ResNet-50's layout with one Bottleneck per stage and width 8."""
     return ResNet(Bottleneck, list(layers), num_classes, width=width, **kwargs)
