@@ -91,6 +91,23 @@ def _transform_input(x_pad, n, v, rows):
                     v[c, 4 * k + three, t] = rows[k, s + one] - rows[k, s + three]
 
 
+@helper()
+def _transform_image(x, n, pad_top, pad_left, images, thread, v, rows):
+    """v (C, 16, tiles) := Bᵀ d B of every tile of image n of x (N, C, H, W) padded: placed at
+    (pad_top, pad_left) in images[thread], zeros (they stay: only the inside is written), or
+    read in place when images has no threads (x needs no zeros)."""
+    if images.shape[0] == 0:
+        _transform_input(x, n, v, rows)
+        return
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    H_in = min(H, images.shape[2] - pad_top)
+    W_in = min(W, images.shape[3] - pad_left)
+    for c in range(C):
+        for i in range(H_in):
+            images[thread, c, pad_top + i, pad_left:pad_left + W_in] = x[n, c, i, :W_in]
+    _transform_input(images, thread, v, rows)
+
+
 @helper(inline="always")
 def _output_row(sums, bias, out, n, o, i, W_out):
     """out[n, o, i] (W_out,) := A applied along the row of every tile: sums (4, tiles across)
@@ -138,24 +155,16 @@ def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, 
     M (threads, O, 16, tiles), a tile's 16 values close together; full (threads, O, H_full,
     W_full), the uncropped output (or no threads: out is it); scratch (threads, 8, ≥ 2·TW + 2).
     """
-    N, C, H, W = x.shape
+    N, C = x.shape[0], x.shape[1]
     O = out.shape[1]
     T = V.shape[3]
     H_o, W_o = out.shape[2], out.shape[3]
-    padded, cropped = images.shape[0] > 0, full.shape[0] > 0
+    cropped = full.shape[0] > 0
     one, zero = out.dtype.type(1), out.dtype.type(0)
     for n in prange(N):
         thread = numba.get_thread_id()
         v, m, rows = V[thread], M[thread], scratch[thread]
-        if padded:        # the image inside its zeros (they stay: only the inside is written)
-            H_in = min(H, images.shape[2] - pad_top)
-            W_in = min(W, images.shape[3] - pad_left)
-            for c in range(C):
-                for i in range(H_in):
-                    images[thread, c, pad_top + i, pad_left:pad_left + W_in] = x[n, c, i, :W_in]
-            _transform_input(images, thread, v, rows)
-        else:
-            _transform_input(x, n, v, rows)
+        _transform_image(x, n, pad_top, pad_left, images, thread, v, rows)
         before = _set_threads(set_threads, 1)   # one product per thread: the others are busy
         for xi in range(16):        # M[:, ξ] (O, T) = U[ξ] (O, C) @ V[:, ξ] (C, T), rows 16·T apart
             _gemm(gemm, NO_TRANS, NO_TRANS, O, T, C, one, U[xi].ctypes.data, C,
@@ -227,24 +236,15 @@ def _weight_gradient(x, pad_top, pad_left, dout, partial, group, images, V, DM, 
     images run in parallel and are added in order afterwards: the result does not depend on
     the number of threads. images, V (threads, C, 16, tiles), DM (threads, O, 16, tiles) and
     scratch are each thread's, as in _correlate."""
-    N, C, H, W = x.shape
+    N, C = x.shape[0], x.shape[1]
     O, T = dout.shape[1], V.shape[3]
-    padded = images.shape[0] > 0
     one = dout.dtype.type(1)
     for g in prange(partial.shape[0]):
         thread = numba.get_thread_id()
         v, dm, rows = V[thread], DM[thread], scratch[thread]
         before = _set_threads(set_threads, 1)
         for n in range(g * group, min(N, (g + 1) * group)):
-            if padded:
-                H_in = min(H, images.shape[2] - pad_top)
-                W_in = min(W, images.shape[3] - pad_left)
-                for c in range(C):
-                    for i in range(H_in):
-                        images[thread, c, pad_top + i, pad_left:pad_left + W_in] = x[n, c, i, :W_in]
-                _transform_input(images, thread, v, rows)
-            else:
-                _transform_input(x, n, v, rows)
+            _transform_image(x, n, pad_top, pad_left, images, thread, v, rows)
             _transform_output_gradient(dout, n, dm)
             beta = dout.dtype.type(0) if n == g * group else one
             for xi in range(16):    # partial[g, ξ] (O, C) (+)= dM[:, ξ] (O, T) @ V[:, ξ]ᵀ (T, C)

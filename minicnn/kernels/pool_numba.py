@@ -72,14 +72,15 @@ def _inside(W_out, KW, stride_w, pad_left, W):
 @kernel(parallel=True)
 def _max_forward(x, out, winner, KH, KW, stride_h, stride_w, pad_top, pad_left):
     """out (N, C, H_out, W_out): each window's maximum; winner: its flat position h·W + w in
-    its plane. The window's first real element, then row by row, strictly greater: on a tie
-    the first maximum keeps the gradient. The maximum and its position stay in registers
-    until the window is done."""
+    its plane (none kept when winner has no images: prediction). The window's first real
+    element, then row by row, strictly greater: on a tie the first maximum keeps the gradient.
+    The maximum and its position stay in registers until the window is done."""
     N, C, H, W = x.shape
     H_out, W_out = out.shape[2], out.shape[3]
     row_lo, row_hi = _bounds(H_out, KH, stride_h, pad_top, H)
     col_lo, col_hi = _bounds(W_out, KW, stride_w, pad_left, W)
     u_W = np.uint64(W)
+    keep = winner.shape[0] > 0
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         plane = x[n, c].reshape(H * W)
@@ -92,13 +93,18 @@ def _max_forward(x, out, winner, KH, KW, stride_h, stride_w, pad_top, pad_left):
                         if plane[h * u_W + w] > best:
                             best, at = plane[h * u_W + w], h * u_W + w
                 out[n, c, i, j] = best
-                winner[n, c, i, j] = at
+                if keep:
+                    winner[n, c, i, j] = at
 
 
 @kernel(parallel=True)
 def _max_forward_2x2(x, out, winner):
+    """The 2×2 stride-2 windows of _max_forward, with winners only when winner has images
+    (the test is the same for the whole loop: the compiler makes two loops of it, and the one
+    without positions to keep vectorises)."""
     N, C, H, W = x.shape
     H_out, W_out = out.shape[2], out.shape[3]
+    keep = winner.shape[0] > 0
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         for i in range(H_out):
@@ -113,51 +119,8 @@ def _max_forward_2x2(x, out, winner):
                 if r1[2 * j + 1] > best:
                     best, at = r1[2 * j + 1], (2 * i + 1) * W + 2 * j + 1
                 out[n, c, i, j] = best
-                winner[n, c, i, j] = at
-
-
-@kernel(parallel=True)
-def _max_values(x, out, KH, KW, stride_h, stride_w, pad_top, pad_left):
-    """_max_forward without the winners (prediction): out only. The same comparisons in the
-    same order (the window's first real element, then row by row), so the same values; each
-    window's maximum is kept in a register until it is known (a running maximum kept in the
-    output array, as _max_forward does, is read and written again for every tap)."""
-    N, C, H, W = x.shape
-    H_out, W_out = out.shape[2], out.shape[3]
-    row_lo, row_hi = _bounds(H_out, KH, stride_h, pad_top, H)
-    col_lo, col_hi = _bounds(W_out, KW, stride_w, pad_left, W)
-    u_W = np.uint64(W)
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        plane = x[n, c].reshape(H * W)
-        for i in range(H_out):
-            for j in range(W_out):
-                best = plane[np.uint64(row_lo[i]) * u_W + np.uint64(col_lo[j])]
-                for h in range(np.uint64(row_lo[i]), np.uint64(row_hi[i])):
-                    for w in range(np.uint64(col_lo[j]), np.uint64(col_hi[j])):
-                        if plane[h * u_W + w] > best:
-                            best = plane[h * u_W + w]
-                out[n, c, i, j] = best
-
-
-@kernel(parallel=True)
-def _max_values_2x2(x, out):
-    """_max_forward_2x2 without the winners (prediction)."""
-    N, C, H, W = x.shape
-    H_out, W_out = out.shape[2], out.shape[3]
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        for i in range(H_out):
-            r0, r1 = x[n, c, 2 * i], x[n, c, 2 * i + 1]
-            for j in range(np.uint64(W_out)):
-                best = r0[2 * j]
-                if r0[2 * j + 1] > best:
-                    best = r0[2 * j + 1]
-                if r1[2 * j] > best:
-                    best = r1[2 * j]
-                if r1[2 * j + 1] > best:
-                    best = r1[2 * j + 1]
-                out[n, c, i, j] = best
+                if keep:
+                    winner[n, c, i, j] = at
 
 
 @kernel(parallel=True)
@@ -189,10 +152,11 @@ def max_forward(x, kernel, stride, pads, need_cache=True):
     H_out, W_out, KH, KW, stride_h, stride_w, pad_top, pad_left = geometry
     out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
     if not need_cache:
+        none = np.empty((0, 0, 0, 0), dtype=np.int64)
         if _is_2x2(kernel, stride, pads):
-            _max_values_2x2(x, out)
+            _max_forward_2x2(x, out, none)
         else:
-            _max_values(x, out, KH, KW, stride_h, stride_w, pad_top, pad_left)
+            _max_forward(x, out, none, KH, KW, stride_h, stride_w, pad_top, pad_left)
         return out, None
     winner = np.empty(out.shape, dtype=np.int64)
     if _is_2x2(kernel, stride, pads):
