@@ -384,6 +384,10 @@ def forward(x, w, b, stride, pads, dilation):
         out, cache = conv_fast.forward(x, w, b, stride, pads, dilation)
         return out, Fallback((cache,))
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    if algorithm(x.shape, w.shape, stride, dilation) == "winograd":   # pads inside, per image
+        # the cache keeps x itself (not padded) and w; geometry is unused by this backward
+        return conv_winograd.forward(x, w, b, pads), ("winograd", x, w, b is not None, x.shape,
+                                                      pads, None)
     x_pad = _padded(x, pads)
     N, C, H_pad, W_pad = x_pad.shape
     O, _, KH, KW = w.shape
@@ -393,9 +397,6 @@ def forward(x, w, b, stride, pads, dilation):
     out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
     algo = algorithm(x.shape, w.shape, stride, dilation)
     geometry = (KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
-    if algo == "winograd":
-        out = conv_winograd.forward(x, w, b, pads)
-        return out, (algo, x_pad, _with_bias(w, b), b is not None, x.shape, pads, geometry)
     if algo == "direct":
         bias = b if b is not None else np.zeros(O, dtype=w.dtype)
         _direct_forward(x_pad, w, np.ascontiguousarray(bias, dtype=w.dtype), out, dil_h, dil_w)
@@ -425,21 +426,18 @@ def backward(dout, cache, need_dx=True):
     if isinstance(cache, Fallback):
         return conv_fast.backward(dout, cache[0], need_dx=need_dx)
     algo, x_pad, w, has_bias, x_shape, pads, geometry = cache
-    KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
     dout = np.ascontiguousarray(dout, dtype=w.dtype)
-    N, C, H, W = x_shape
-    O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
-    if algo == "winograd":
-        x = x_pad if x_pad.shape == x_shape else np.ascontiguousarray(
-            x_pad[:, :, pads[0][0]:pads[0][0] + H, pads[1][0]:pads[1][0] + W])
-        dx = None if not need_dx else conv_winograd.input_gradient(
-            dout, np.ascontiguousarray(w[:, :K]).reshape((O, C, KH, KW)), x_shape, pads)
-        dw = conv_winograd.weight_gradient(x, dout, pads, _GROUP)
+    if algo == "winograd":                # x_pad is x, w the weights (O, C, 3, 3)
+        dx = None if not need_dx else conv_winograd.input_gradient(dout, w, x_shape, pads)
+        dw = conv_winograd.weight_gradient(x_pad, dout, pads, _GROUP)
         # the bias gradient Σ dout, in groups of _GROUP images added in order, as the other
         # algorithms: independent of the number of threads
         db = None if not has_bias else np.add.reduce(
-            [dout[g:g + _GROUP].sum(axis=(0, 2, 3)) for g in range(0, N, _GROUP)])
+            [dout[g:g + _GROUP].sum(axis=(0, 2, 3)) for g in range(0, len(dout), _GROUP)])
         return dx, dw, db
+    KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
+    N, C, H, W = x_shape
+    O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
     dx_pad = np.empty(x_pad.shape if need_dx else (0,) + x_pad.shape[1:], dtype=w.dtype)
     if algo == "direct":
         W_pad = x_pad.shape[3]
