@@ -70,8 +70,9 @@ def winograd_fits(w_shape, stride, dilation=(1, 1)):
 def algorithm(x_shape, w_shape, stride, dilation=(1, 1)):
     """The algorithm for input (N, C, H, W), weights (O, C, KH, KW), stride and dilation:
     "winograd" for 3×3, stride 1 with at least ``_WINOGRAD_CHANNELS`` channels in and out and
-    ``_WINOGRAD_POSITIONS`` input positions, "gemm" for every other (the faster on every zoo layer, for training and for prediction,
-    measured on one thread: all split the batch over the threads the same way).
+    ``_WINOGRAD_POSITIONS`` input positions, "gemm" for every other shape (faster than
+    "direct" on every zoo layer, for training and for prediction, measured on one thread: all
+    three split the batch over the threads the same way).
 
     ``force(name)`` or ``with forcing(name):`` overrides it where the algorithm applies
     (tests, lesson 13): "direct" needs stride 1, "winograd" ``winograd_fits``.
@@ -384,7 +385,8 @@ def forward(x, w, b, stride, pads, dilation):
         out, cache = conv_fast.forward(x, w, b, stride, pads, dilation)
         return out, Fallback((cache,))
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    if algorithm(x.shape, w.shape, stride, dilation) == "winograd":   # pads inside, per image
+    algo = algorithm(x.shape, w.shape, stride, dilation)
+    if algo == "winograd":              # it pads inside its kernels, image by image
         # the cache keeps x itself (not padded) and w; geometry is unused by this backward
         return conv_winograd.forward(x, w, b, pads), ("winograd", x, w, b is not None, x.shape,
                                                       pads, None)
@@ -395,7 +397,6 @@ def forward(x, w, b, stride, pads, dilation):
     H_out = window_output_size(H_pad, KH, stride_h, (0, 0), dil_h)
     W_out = window_output_size(W_pad, KW, stride_w, (0, 0), dil_w)
     out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
-    algo = algorithm(x.shape, w.shape, stride, dilation)
     geometry = (KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
     if algo == "direct":
         bias = b if b is not None else np.zeros(O, dtype=w.dtype)

@@ -160,11 +160,8 @@ def notice_once(kernel):
     _checked.add(kernel)
     if kernel.signatures:
         return
-    try:
-        cached = os.path.exists(kernel._cache._cache_file._index_path)
-    except AttributeError:   # Numba's cache internals moved: better one line too many
-        cached = False
-    if not cached:
+    index = cache_file(kernel)   # None: Numba's cache internals moved: better one line too many
+    if index is None or not os.path.exists(index):
         # tqdm.write: above a progress bar that is running, not in the middle of it
         tqdm.write("compiling kernels (first run only)", file=sys.stderr)
         _noticed = True
