@@ -114,6 +114,12 @@ def assert_same_outputs(ours, reference, dtype, config, bounds):
 @example(config=({"in_channels": 4, "out_channels": 3, "kernel_size": 4, "stride": 1,
                   "padding": "same", "dilation": 1, "bias": True}, (2, 4, 7, 6)),
          dtype=np.float64, seed=0)     # C·kh·kw + 1 = 65 rows: dw as one long product
+@example(config=({"in_channels": 3, "out_channels": 2, "kernel_size": 7, "stride": 2,
+                  "padding": 3, "dilation": 1, "bias": False}, (2, 3, 13, 12)),
+         dtype=np.float32, seed=1)     # a ResNet's first layer: im2col reads column phases
+@example(config=({"in_channels": 2, "out_channels": 3, "kernel_size": (3, 4), "stride": (1, 3),
+                  "padding": 2, "dilation": (1, 2), "bias": True}, (2, 2, 9, 14)),
+         dtype=np.float64, seed=2)     # 3 phases; the taps 2 columns apart land in all three
 def test_numba_conv_equals_loops(name, config, dtype, seed):
     cfg, shape = config
     assume(window_fits(cfg, shape))

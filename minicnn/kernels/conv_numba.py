@@ -11,7 +11,9 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   matrix in its own buffer, which stays in its cache, and calls BLAS itself, single-threaded
   (``blas.py``): no Python between the images and no second pool of threads. The backward
   pass rebuilds the image's matrix instead of keeping the batch's (LeNet-5's would be 5 MB,
-  mnist_cnn's 43 MB: rebuilding from the cache costs less than reading them back).
+  mnist_cnn's 43 MB: rebuilding from the cache costs less than reading them back). A large
+  kernel with a stride reads the input split into column phases (``_phased``), so that each
+  row of a window is a contiguous copy.
 * "direct": the loops of the formula, compiled; one image per thread. It walks each padded
   image as one flat row: output (i, j) and input (i + p·D_h, j + q·D_w) are p·D_h·W_pad + q·D_w
   apart in memory for every (i, j), so a tap (p, q) of the kernel is ONE contiguous
@@ -227,87 +229,139 @@ def _direct_data(wide, w, dx_pad, dil_h, dil_w):
 # ----------------------------------------------------------------------------------------
 # gemm: im2col and col2im in Numba, the products in BLAS
 # ----------------------------------------------------------------------------------------
+def _phased(x_pad, KH, KW, stride_h, stride_w):
+    """x_pad (N, C, H_pad, W_pad) -> (N, C, S, H_pad, ⌈W_pad / S⌉), S = stride_w: phase t holds
+    the columns t, t + S, t + 2S, ... of every row. Column j·S + u of a row is then column
+    j + u // S of phase u % S, so the row of a window that im2col copies (the columns
+    j·S + q·D_w, j = 0 .. W_out − 1) is one contiguous run, a vector copy, instead of a gather
+    with a stride.
+
+    The split is one more copy of the input, so it is made where im2col copies every value
+    many times: KH·KW / (S_h·S_w) ≥ 4 (resnet_small's 7×7, stride-2 first layer: 12 times;
+    measured 1.3 times faster in both passes). A 3×3, stride-2 layer copies each value 2.25
+    times and a 1×1 one at most once: the split measured slower there, and S = 1, a view of
+    x_pad itself, read with the stride."""
+    N, C, H_pad, W_pad = x_pad.shape
+    S = stride_w if stride_w > 1 and KH * KW >= 4 * stride_h * stride_w else 1
+    if S == 1:
+        return x_pad.reshape(N, C, 1, H_pad, W_pad)
+    x_ph = np.zeros((N, C, S, H_pad, -(-W_pad // S)), dtype=x_pad.dtype)
+    for t in range(S):
+        phase = x_pad[:, :, :, t::S]
+        x_ph[:, :, t, :, :phase.shape[3]] = phase
+    return x_ph
+
+
+def _unphased(dx_ph, W_pad):
+    """The inverse of ``_phased``: (N, C, S, H_pad, ⌈W_pad / S⌉) -> (N, C, H_pad, W_pad)."""
+    N, C, S, H_pad, _ = dx_ph.shape
+    if S == 1:
+        return dx_ph.reshape(N, C, H_pad, W_pad)
+    dx_pad = np.empty((N, C, H_pad, W_pad), dtype=dx_ph.dtype)
+    for t in range(S):
+        columns = dx_pad[:, :, :, t::S]
+        columns[...] = dx_ph[:, :, t, :, :columns.shape[3]]
+    return dx_pad
+
+
 @helper()
-def _im2col_image(x_pad, n, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
-    """cols[:K] (K, H_out·W_out) := the windows of image n of x_pad (N, C, H_pad, W_pad),
-    K = C·KH·KW.
+def _window_start(x_ph, n, c, p, q, stride_w, dil_h, dil_w):
+    """Where, in x_ph flattened, image n's channel c starts the row of tap (p, q) that output
+    row 0 reads: phase (q·D_w) mod S, row p·D_h, column ⌊q·D_w / S⌋ (unsigned, as every index
+    of these loops)."""
+    _, C, S, H_pad, W_ph = x_ph.shape
+    u = np.uint64
+    return (((u(n) * u(C) + u(c)) * u(S) + u((q * dil_w) % S)) * u(H_pad)
+            + u(p * dil_h)) * u(W_ph) + u((q * dil_w) // S)
+
+
+@helper()
+def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """block[:K, b] (K, H_out·W_out) := the windows of image n, K = C·KH·KW; x_ph
+    (N, C, S, H_pad, W_ph) is the padded input split into its column phases (``_phased``),
+    block (rows, group, H_out·W_out) a group's im2col matrices side by side.
 
     Row r = (c·KH + p)·KW + q holds x_pad[n, c, i·stride_h + p·dil_h, j·stride_w + q·dil_w] in
-    column i·W_out + j.
+    column i·W_out + j: that is x_ph[n, c, t, i·stride_h + p·dil_h, j + s] with t, s the
+    remainder and quotient of q·dil_w by stride_w, contiguous in j. (Not split, S = 1: the
+    columns j·stride_w + q·dil_w of x_ph[n, c, 0].) Both arrays are indexed flat: a view of
+    each row would cost more than copying the 4 to 32 values of a small one.
     """
-    C, H_pad, W_pad = x_pad.shape[1], x_pad.shape[2], x_pad.shape[3]
-    u_W_out, u_W_pad = np.uint64(W_out), np.uint64(W_pad)
-    u_stride_h, u_stride_w = np.uint64(stride_h), np.uint64(stride_w)
+    C, S, W_ph = x_ph.shape[1], x_ph.shape[2], x_ph.shape[4]
+    source, target = x_ph.reshape(x_ph.size), block.reshape(block.size)
+    u = np.uint64
+    u_W_out, group, HW = u(W_out), u(block.shape[1]), u(H_out * W_out)
+    row_step, step = u(stride_h) * u(W_ph), u(stride_w // S)
     for c in range(C):
-        image = x_pad[n, c].reshape(H_pad * W_pad)
         for p in range(KH):
             for q in range(KW):
-                row = cols[(c * KH + p) * KW + q]
-                window = image[p * dil_h * W_pad + q * dil_w:]
-                for i in range(np.uint64(H_out)):
-                    if stride_w == 1:     # the common case, as its own loop: it vectorises
+                start = _window_start(x_ph, n, c, p, q, stride_w, dil_h, dil_w)
+                row = (u((c * KH + p) * KW + q) * group + u(b)) * HW
+                for i in range(u(H_out)):
+                    if step == 1:       # contiguous: its own loop, which vectorises
                         for j in range(u_W_out):
-                            row[i * u_W_out + j] = window[i * u_stride_h * u_W_pad + j]
+                            target[row + i * u_W_out + j] = source[start + i * row_step + j]
                     else:
                         for j in range(u_W_out):
-                            row[i * u_W_out + j] = window[i * u_stride_h * u_W_pad + j * u_stride_w]
+                            target[row + i * u_W_out + j] = source[start + i * row_step
+                                                                   + j * step]
 
 
 @helper()
-def _col2im_image(dcols, dx_pad, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
-    """The adjoint of im2col: dx_pad[n] := Σ over the windows of dcols (K, H_out·W_out), each
-    window's values added back where im2col read them (overlapping windows add up)."""
-    C, H_pad, W_pad = dx_pad.shape[1], dx_pad.shape[2], dx_pad.shape[3]
-    u_W_out, u_W_pad = np.uint64(W_out), np.uint64(W_pad)
-    u_stride_h, u_stride_w = np.uint64(stride_h), np.uint64(stride_w)
-    dx_pad[n] = 0
+def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """The adjoint of im2col: dx_ph[n] := Σ over the windows of block[:, b] (K, H_out·W_out),
+    each window's values added back where im2col read them (overlapping windows add up)."""
+    C, S, W_ph = dx_ph.shape[1], dx_ph.shape[2], dx_ph.shape[4]
+    dx_ph[n] = 0
+    source, target = block.reshape(block.size), dx_ph.reshape(dx_ph.size)
+    u = np.uint64
+    u_W_out, group, HW = u(W_out), u(block.shape[1]), u(H_out * W_out)
+    row_step, step = u(stride_h) * u(W_ph), u(stride_w // S)
     for c in range(C):
-        image = dx_pad[n, c].reshape(H_pad * W_pad)
         for p in range(KH):
             for q in range(KW):
-                row = dcols[(c * KH + p) * KW + q]
-                window = image[p * dil_h * W_pad + q * dil_w:]
-                for i in range(np.uint64(H_out)):
-                    if stride_w == 1:
+                start = _window_start(dx_ph, n, c, p, q, stride_w, dil_h, dil_w)
+                row = (u((c * KH + p) * KW + q) * group + u(b)) * HW
+                for i in range(u(H_out)):
+                    if step == 1:
                         for j in range(u_W_out):
-                            window[i * u_stride_h * u_W_pad + j] += row[i * u_W_out + j]
+                            target[start + i * row_step + j] += source[row + i * u_W_out + j]
                     else:
                         for j in range(u_W_out):
-                            window[i * u_stride_h * u_W_pad + j * u_stride_w] += \
-                                row[i * u_W_out + j]
+                            target[start + i * row_step + j * step] += \
+                                source[row + i * u_W_out + j]
 
 
 @kernel(parallel=True)
-def _gemm_forward(x_pad, wb, out, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
-                 gemm, set_threads):
-    """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x_pad[n]); 1] (rows, H_out·W_out), one
-    image per iteration; cols (threads, rows, H_out·W_out) is each thread's im2col matrix (its
-    ones row set)."""
+def _gemm_forward(x_ph, wb, out, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
+                  gemm, set_threads):
+    """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), one
+    image per iteration; cols (threads, rows, 1, H_out·W_out) is each thread's im2col matrix
+    (its ones row set)."""
     O, rows = wb.shape
+    HW = H_out * W_out
     one, zero = out.dtype.type(1), out.dtype.type(0)
-    for n in prange(x_pad.shape[0]):
+    for n in prange(x_ph.shape[0]):
         buf = cols[numba.get_thread_id()]
-        _im2col_image(x_pad, n, buf, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
+        _im2col_image(x_ph, n, buf, 0, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
         before = _set_threads(set_threads, 1)   # this product on this thread: the others are busy
-        _gemm(gemm, NO_TRANS, NO_TRANS, O, H_out * W_out, rows, one, wb.ctypes.data, rows,
-              buf.ctypes.data, H_out * W_out, zero, out[n].ctypes.data, H_out * W_out)
+        _gemm(gemm, NO_TRANS, NO_TRANS, O, HW, rows, one, wb.ctypes.data, rows,
+              buf.ctypes.data, HW, zero, out[n].ctypes.data, HW)
         _set_threads(set_threads, before)
 
 
 @kernel(parallel=True)
-def _gemm_backward(x_pad, wb, dout, partial, dx_pad, cols, dcols, group, KH, KW, stride_h,
-                   stride_w, dil_h, dil_w,
-                   H_out, W_out, gemm, set_threads):
+def _gemm_backward(x_ph, wb, dout, partial, dx_ph, cols, dcols, group, KH, KW, stride_h,
+                   stride_w, dil_h, dil_w, H_out, W_out, gemm, set_threads):
     """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, H_out·W_out) @
-    dout[n]ᵀ,
-    the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to 1.7 times
-    on LeNet-5's and mnist_cnn's second layers); dx_pad[n] = col2im(Wᵀ @ dout[n]) when dx_pad has
-    images (else only the weights' gradient).
+    dout[n]ᵀ, the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to
+    1.7 times on LeNet-5's and mnist_cnn's second layers); dx_ph[n] = col2im(Wᵀ @ dout[n]) when
+    dx_ph has images (else only the weights' gradient).
 
     Groups of ``group`` images, in parallel; their sums are added in order afterwards, so the
     result does not depend on the number of threads.
     """
-    N = x_pad.shape[0]
+    N = x_ph.shape[0]
     O, rows = wb.shape
     K, HW = dcols.shape[1], H_out * W_out
     one, zero = dout.dtype.type(1), dout.dtype.type(0)
@@ -315,36 +369,37 @@ def _gemm_backward(x_pad, wb, dout, partial, dx_pad, cols, dcols, group, KH, KW,
         buf, dbuf = cols[numba.get_thread_id()], dcols[numba.get_thread_id()]
         before = _set_threads(set_threads, 1)
         for n in range(g * group, min(N, (g + 1) * group)):
-            _im2col_image(x_pad, n, buf, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
+            _im2col_image(x_ph, n, buf, 0, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
+                          W_out)
             # partial[g] (+)= buf (rows, HW) @ dout[n]ᵀ (HW, O)
             _gemm(gemm, NO_TRANS, TRANS, rows, O, HW, one, buf.ctypes.data, HW,
                   dout[n].ctypes.data, HW, zero if n == g * group else one,
                   partial[g].ctypes.data, O)
-            if dx_pad.shape[0] > 0:
+            if dx_ph.shape[0] > 0:
                 # dbuf (K, HW) = W[:, :K]ᵀ (K, O) @ dout[n] (O, HW); W is wb, leading dim rows
                 _gemm(gemm, TRANS, NO_TRANS, K, HW, O, one, wb.ctypes.data, rows,
                       dout[n].ctypes.data, HW, zero, dbuf.ctypes.data, HW)
-                _col2im_image(dbuf, dx_pad, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                              W_out)
+                _col2im_image(dbuf, 0, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w,
+                              H_out, W_out)
         _set_threads(set_threads, before)
 
 
 @kernel(parallel=True)
-def _im2col(x_pad, n0, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
-    """cols[b, :K] (K, H_out·W_out) := im2col of image n0 + b, for every b (without BLAS in
+def _im2col(x_ph, n0, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """cols[b, :K] (K, 1, H_out·W_out) := im2col of image n0 + b, for every b (without BLAS in
     Numba)."""
     for b in prange(cols.shape[0]):
-        _im2col_image(x_pad, n0 + b, cols[b], KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
+        _im2col_image(x_ph, n0 + b, cols[b], 0, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
                       W_out)
 
 
 @kernel(parallel=True)
-def _col2im(dcols, n0, dx_pad, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
-    """dx_pad[n0 + b] := col2im of dcols[b] (K, H_out·W_out), for every b (without BLAS in
+def _col2im(dcols, n0, dx_ph, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+    """dx_ph[n0 + b] := col2im of dcols[b] (K, 1, H_out·W_out), for every b (without BLAS in
     Numba)."""
     for b in prange(dcols.shape[0]):
-        _col2im_image(dcols[b], dx_pad, n0 + b, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                      W_out)
+        _col2im_image(dcols[b], 0, dx_ph, n0 + b, KH, KW, stride_h, stride_w, dil_h, dil_w,
+                      H_out, W_out)
 
 
 def _with_bias(w, b):
@@ -364,8 +419,9 @@ def _chunk(rows, HW, itemsize):
 
 
 def _buffers(count, rows, HW, dtype, ones):
-    """``count`` im2col matrices (rows, HW); with ``ones`` the last row is all ones."""
-    cols = np.empty((count, rows, HW), dtype=dtype)
+    """``count`` im2col matrices (rows, 1, HW) (a block of one image, as ``_im2col_image``
+    writes); with ``ones`` the last row is all ones."""
+    cols = np.empty((count, rows, 1, HW), dtype=dtype)
     if ones:
         cols[:, -1] = 1
     return cols
@@ -403,18 +459,20 @@ def forward(x, w, b, stride, pads, dilation):
         _direct_forward(x_pad, w, np.ascontiguousarray(bias, dtype=w.dtype), out, dil_h, dil_w)
         return out, (algo, x_pad, w, b is not None, x.shape, pads, geometry)
     wb = _with_bias(w, b)
-    flat = out.reshape(N, O, H_out * W_out)
+    HW = H_out * W_out
+    flat = out.reshape(N, O, HW)
+    x_ph = _phased(x_pad, KH, KW, stride_h, stride_w)   # cached: backward's im2col reads it
     if blas.GEMM is not None:
-        cols = _buffers(numba.get_num_threads(), wb.shape[1], H_out * W_out, w.dtype, b is not None)
-        _gemm_forward(x_pad, wb, flat, cols, *geometry, blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+        cols = _buffers(numba.get_num_threads(), wb.shape[1], HW, w.dtype, b is not None)
+        _gemm_forward(x_ph, wb, flat, cols, *geometry, blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
     else:
-        B = _chunk(wb.shape[1], H_out * W_out, w.itemsize)
-        cols = _buffers(min(B, N), wb.shape[1], H_out * W_out, w.dtype, b is not None)
+        B = _chunk(wb.shape[1], HW, w.itemsize)
+        cols = _buffers(min(B, N), wb.shape[1], HW, w.dtype, b is not None)
         for n0 in range(0, N, B):
             nb = min(B, N - n0)
-            _im2col(x_pad, n0, cols[:nb], *geometry)
-            np.matmul(wb, cols[:nb], out=flat[n0:n0 + nb])   # one product per image, in C
-    return out, (algo, x_pad, wb, b is not None, x.shape, pads, geometry)
+            _im2col(x_ph, n0, cols[:nb], *geometry)
+            np.matmul(wb, cols[:nb, :, 0], out=flat[n0:n0 + nb])   # one product per image, in C
+    return out, (algo, x_ph, wb, b is not None, x.shape, pads, geometry + (W_pad,))
 
 
 def backward(dout, cache, need_dx=True):
@@ -436,11 +494,11 @@ def backward(dout, cache, need_dx=True):
         db = None if not has_bias else np.add.reduce(
             [dout[g:g + _GROUP].sum(axis=(0, 2, 3)) for g in range(0, len(dout), _GROUP)])
         return dx, dw, db
-    KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
     N, C, H, W = x_shape
-    O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
-    dx_pad = np.empty(x_pad.shape if need_dx else (0,) + x_pad.shape[1:], dtype=w.dtype)
     if algo == "direct":
+        KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
+        O, HW = w.shape[0], H_out * W_out
+        dx_pad = np.empty(x_pad.shape if need_dx else (0,) + x_pad.shape[1:], dtype=w.dtype)
         W_pad = x_pad.shape[3]
         wide = np.empty((N, O, (H_out - 1) * W_pad + W_out), dtype=w.dtype)
         _widen(dout, wide, W_pad)
@@ -451,14 +509,18 @@ def backward(dout, cache, need_dx=True):
             _direct_data(wide, w, dx_pad, dil_h, dil_w)
         db = db if has_bias else None
     else:
+        x_ph, (*geometry, W_pad) = x_pad, geometry     # gemm's cache: the phased input
+        KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
+        O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
+        dx_ph = np.empty(x_ph.shape if need_dx else (0,) + x_ph.shape[1:], dtype=w.dtype)
         rows = w.shape[1]                 # w is [W | b] here
         flat = dout.reshape(N, O, HW)
         if blas.GEMM is not None:
             threads = numba.get_num_threads()
             partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
             cols = _buffers(threads, rows, HW, w.dtype, has_bias)
-            dcols = np.empty((threads if need_dx else 0, K, HW), dtype=w.dtype)
-            _gemm_backward(x_pad, w, flat, partial, dx_pad, cols, dcols, _GROUP, *geometry,
+            dcols = np.empty((threads if need_dx else 0, K, 1, HW), dtype=w.dtype)
+            _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, _GROUP, *geometry,
                            blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
             dwb = partial.sum(axis=0).T
         else:
@@ -468,12 +530,14 @@ def backward(dout, cache, need_dx=True):
             dwb = np.zeros((O, rows), dtype=w.dtype)
             for n0 in range(0, N, B):
                 nb = min(B, N - n0)
-                _im2col(x_pad, n0, cols[:nb], *geometry)
-                dwb += np.matmul(flat[n0:n0 + nb], cols[:nb].transpose(0, 2, 1)).sum(axis=0)
+                _im2col(x_ph, n0, cols[:nb], *geometry)
+                dwb += np.matmul(flat[n0:n0 + nb], cols[:nb, :, 0].transpose(0, 2, 1)).sum(axis=0)
                 if need_dx:
-                    _col2im(np.matmul(w_t, flat[n0:n0 + nb]), n0, dx_pad, *geometry)
+                    dcols = np.matmul(w_t, flat[n0:n0 + nb])[:, :, None]
+                    _col2im(dcols, n0, dx_ph, *geometry)
         dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
         db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
+        dx_pad = _unphased(dx_ph, W_pad) if need_dx else None
     if not need_dx:
         return None, dw, db
     (pad_top, _), (pad_left, _) = pads
