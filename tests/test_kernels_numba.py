@@ -25,6 +25,7 @@ from minicnn import kernels, losses, optim
 from minicnn.train import loop as training
 from minicnn.kernels import conv_loops, elementwise_loops, jit, norm_loops, pool_loops
 
+numba = pytest.importorskip("numba")
 conv_numba = pytest.importorskip("minicnn.kernels.conv_numba")
 pool_numba = pytest.importorskip("minicnn.kernels.pool_numba")
 elementwise_numba = pytest.importorskip("minicnn.kernels.elementwise_numba")
@@ -545,6 +546,10 @@ x = rng.standard_normal((16, 3, 33, 33)).astype(np.float32)
 y = bn(x)
 out["bn"] = [y.tolist(), bn.backward(np.cos(y)).tolist(), bn.weight.grad.tolist(),
              bn.bias.grad.tolist(), bn.running_var.tolist(), bn.eval()(x).tolist()]
+dense = mc.Dense(2000, 100, rng=2)                     # 64·2000·100 multiply-adds: rows split
+x = rng.standard_normal((64, 2000)).astype(np.float32)
+y = dense(x)
+out["dense"] = [y.tolist(), dense.backward(np.cos(y)).tolist(), dense.weight.grad.tolist()]
 json.dump({"threads": numba.get_num_threads(), "layer": numba.threading_layer(), "out": out},
           sys.stdout)
 """
@@ -641,3 +646,68 @@ def test_other_dtypes_go_to_the_numpy_kernels(make):
     for ours, numpy in zip(results["numba"], results["fast"]):
         assert ours.dtype == np.float16
         np.testing.assert_array_equal(ours, numpy)
+
+
+THREAD_COUNT = """
+import json
+import numpy as np
+from minicnn.kernels import conv_numba, matmul_numba
+get = conv_numba.blas._FOUND[3]
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
+w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+counts = [get()]
+for name in ("gemm", "winograd") * 10:
+    with conv_numba.forcing(name):
+        out, cache = conv_numba.forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1))
+        conv_numba.backward(out, cache)
+    counts.append(get())
+rows = out.reshape(8, -1)
+matmul_numba.matmul(rows, rows.T[:, :300])        # the Dense layer's product, rows split
+counts.append(get())
+print(json.dumps(counts))
+"""
+
+
+@pytest.mark.skipif(conv_numba.blas.GEMM is None, reason="NumPy's BLAS is not callable from "
+                    "Numba here: no kernel changes its thread count")
+def test_blas_thread_count_is_the_same_after_the_kernels():
+    """The kernels run each product on one thread (openblas_set_num_threads_local, which is
+    process-wide in NumPy's OpenBLAS) and put the count back, so that a Dense layer's np.matmul
+    after a convolution gets every thread again. Two Numba threads putting it back at once
+    left it at 1 (here from the first pass on, before the fix): two threads, in a process of its
+    own, as test_two_threads_give_the_bits_of_one."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env |= {"NUMBA_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "1",
+            "MINICNN_COMPILE": "wait"}
+    done = subprocess.run([sys.executable, "-c", THREAD_COUNT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == [2] * 22
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(64, 9216, 128), (1000, 300, 3), (3, 5, 7), (2, 4096, 512)])
+@pytest.mark.parametrize("layout", ["NN", "NT", "TN", "TT"])
+def test_matmul_splits_the_rows_and_equals_numpy(dtype, shape, layout):
+    """matmul_numba.matmul (the Dense layer's product) against np.matmul, for operands stored
+    as they are or transposed (w.T), shapes that split over the threads and shapes that do
+    not. Both are sums of K products: each within γ_K·Σ|a|·|b| of the exact value (Higham
+    §3.1), so within 2·γ_K·(|a| @ |b|) of each other (the same bound as the convolutions)."""
+    matmul_numba = pytest.importorskip("minicnn.kernels.matmul_numba")
+    M, K, N = shape
+    rng = np.random.default_rng(M + K + N)
+    a = rng.standard_normal((M, K) if layout[0] == "N" else (K, M)).astype(dtype)
+    b = rng.standard_normal((K, N) if layout[1] == "N" else (N, K)).astype(dtype)
+    a, b = (a if layout[0] == "N" else a.T), (b if layout[1] == "N" else b.T)
+    got, expected = matmul_numba.matmul(a, b), np.matmul(a, b)
+    assert got.dtype == dtype and got.shape == (M, N) and got.flags.c_contiguous
+    u = np.finfo(dtype).eps / 2
+    bound = 2 * K * u / (1 - K * u) * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert np.all(np.abs(got.astype(np.float64) - expected) <= bound)
+
+
+def test_matmul_refuses_shapes_that_do_not_fit():
+    matmul_numba = pytest.importorskip("minicnn.kernels.matmul_numba")
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(5, 2\)"):
+        matmul_numba.matmul(np.ones((3, 4)), np.ones((5, 2)))

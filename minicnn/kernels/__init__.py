@@ -4,7 +4,8 @@
 * ``*_fast``:  vectorised NumPy (im2col + one matrix product, strided views).
 * ``*_numba``: compiled by Numba, in parallel over the batch (convolution: im2col in Numba
   and BLAS called from inside the threads; ``elementwise_numba``: ReLU and Adam;
-  ``norm_numba``: batch normalisation, two passes over the planes, sums in float64). The
+  ``norm_numba``: batch normalisation, two passes over the planes, sums in float64;
+  ``matmul_numba``: the Dense layer's products, rows split over the threads). The
   default: training and prediction use these. Imported on first use (Numba loads slowly);
   each kernel compiles once per machine, on its first call (lesson 13).
 
@@ -13,7 +14,8 @@ The modules of a family have the same functions and signatures, e.g. for convolu
 ``backward(dout, cache, need_dx=True) -> (dx, dw, db)``, and one vocabulary for the names
 inside: N, C, H, W, O, KH, KW, stride_h/stride_w, pad_top/pad_bottom/pad_left/pad_right,
 dil_h/dil_w, x_pad (N, C, H_pad, W_pad), H_out, W_out, and the gradients dout, dx, dw, db.
-The layers ask ``conv()``, ``pool()``, ``norm()`` or ``elementwise()`` for the module to use,
+The layers ask ``conv()``, ``pool()``, ``norm()`` or ``elementwise()`` for the module to use
+(and ``matmul()`` for the function),
 one rule for every family (``norm`` and ``elementwise`` have no ``_fast``: their ``_loops`` are
 NumPy already); choose with ``MINICNN_KERNELS=loops`` (or ``fast``) in the environment,
 ``use("loops")``, or ``with using("loops"): ...``.
@@ -21,6 +23,8 @@ NumPy already); choose with ``MINICNN_KERNELS=loops`` (or ``fast``) in the envir
 import os
 import threading
 from contextlib import contextmanager
+
+import numpy as np
 
 from . import conv_fast, conv_loops, elementwise_loops, norm_loops, pool_fast, pool_loops
 
@@ -108,3 +112,12 @@ def elementwise():
         from . import elementwise_numba
         return elementwise_numba
     return elementwise_loops
+
+
+def matmul():
+    """The matrix product of the Dense layer: compiled (its rows split over Numba's threads,
+    each on one BLAS thread), or ``np.matmul`` for loops/fast."""
+    if _numba_here():
+        from . import matmul_numba
+        return matmul_numba.matmul
+    return np.matmul

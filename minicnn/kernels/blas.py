@@ -19,6 +19,7 @@ thread count (``openblas_set_num_threads_local``, OpenBLAS 0.3.27+); the kernels
 import ctypes
 import glob
 import os
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -43,7 +44,8 @@ def _candidates():
 
 
 def _load():
-    """(sgemm, dgemm, openblas_set_num_threads_local) as addresses (ints), or None."""
+    """(sgemm, dgemm, openblas_set_num_threads_local) as addresses (ints), and the library's
+    (get, set) of its process-wide thread count as ctypes functions; or None."""
     if os.environ.get("MINICNN_BLAS", "") == "numpy":
         return None
     for path in _candidates():
@@ -55,9 +57,14 @@ def _load():
         for prefix, suffix in (("scipy_", "64_"), ("", "64_")):
             names = (f"{prefix}cblas_sgemm{suffix}", f"{prefix}cblas_dgemm{suffix}",
                      "openblas_set_num_threads_local")
-            if all(hasattr(lib, name) for name in names):
+            count = (f"{prefix}openblas_get_num_threads{suffix}",
+                     f"{prefix}openblas_set_num_threads{suffix}")
+            if all(hasattr(lib, name) for name in names + count):
+                get, put = (getattr(lib, name) for name in count)
+                get.restype, get.argtypes = ctypes.c_int, []
+                put.restype, put.argtypes = None, [ctypes.c_int]
                 return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                             for name in names)
+                             for name in names) + (get, put)
     return None
 
 
@@ -65,3 +72,29 @@ _FOUND = _load()
 GEMM = None if _FOUND is None else {np.dtype(np.float32): _FOUND[0],
                                     np.dtype(np.float64): _FOUND[1]}
 SET_THREADS_LOCAL = None if _FOUND is None else _FOUND[2]
+
+
+@contextmanager
+def one_thread_per_product():
+    """Around a kernel that calls BLAS from Numba's threads: BLAS's thread count is 1 inside,
+    and what it was before afterwards.
+
+    Each product of such a kernel runs on the thread that calls it, the others being busy with
+    their own images. The kernel sets the count to 1 around each product
+    (``openblas_set_num_threads_local``), which in OpenBLAS's OpenMP build is the thread's own
+    count. In its pthreads build (NumPy's wheels) that count is the process's: two threads
+    setting it and putting it back at once could leave it at 1 for good (every later
+    ``np.matmul``, a Dense layer, then ran on one thread: measured 2 times slower on 2 cores)
+    or at 2 while the other thread multiplies (its product then waits for a core that is
+    busy). So it is 1 from before the kernel starts, which the kernel's threads only ever set
+    again, and put back from Python once no kernel thread runs."""
+    if _FOUND is None:
+        yield
+        return
+    get, put = _FOUND[3], _FOUND[4]
+    count = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(count)

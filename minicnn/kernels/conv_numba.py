@@ -464,7 +464,9 @@ def forward(x, w, b, stride, pads, dilation):
     x_ph = _phased(x_pad, KH, KW, stride_h, stride_w)   # cached: backward's im2col reads it
     if blas.GEMM is not None:
         cols = _buffers(numba.get_num_threads(), wb.shape[1], HW, w.dtype, b is not None)
-        _gemm_forward(x_ph, wb, flat, cols, *geometry, blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+        with blas.one_thread_per_product():
+            _gemm_forward(x_ph, wb, flat, cols, *geometry, blas.GEMM[w.dtype],
+                          blas.SET_THREADS_LOCAL)
     else:
         B = _chunk(wb.shape[1], HW, w.itemsize)
         cols = _buffers(min(B, N), wb.shape[1], HW, w.dtype, b is not None)
@@ -520,8 +522,9 @@ def backward(dout, cache, need_dx=True):
             partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
             cols = _buffers(threads, rows, HW, w.dtype, has_bias)
             dcols = np.empty((threads if need_dx else 0, K, 1, HW), dtype=w.dtype)
-            _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, _GROUP, *geometry,
-                           blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+            with blas.one_thread_per_product():
+                _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, _GROUP, *geometry,
+                               blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
             dwb = partial.sum(axis=0).T
         else:
             B = _chunk(rows, HW, w.itemsize)

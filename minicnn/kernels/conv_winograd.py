@@ -269,9 +269,10 @@ def weight_gradient(x, dout, pads, group):
     DM = np.empty((threads, O, 16, TH * TW), dtype=dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
     partial = np.empty((-(-N // group), 16, O, C), dtype=dtype)
-    _weight_gradient(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
-                     np.ascontiguousarray(dout), partial, group, images, V, DM, scratch,
-                     blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+    with blas.one_thread_per_product():
+        _weight_gradient(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
+                         np.ascontiguousarray(dout), partial, group, images, V, DM, scratch,
+                         blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     dU = partial.sum(axis=0).reshape(4, 4, O, C)
     g = G.astype(dtype)
     dg = np.tensordot(g, dU, axes=([0], [0]))         # (3, 4, O, C): Gᵀ dU
@@ -300,9 +301,10 @@ def correlate(x, pads, w, b, H_full, W_full, crop):
     M = np.empty((threads, O, 16, TH * TW), dtype=dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
     bias = np.zeros(O, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
-    _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left, transform_weights(w),
-               bias, out, crop_top, crop_left, images, V, M, full, scratch, blas.GEMM[dtype],
-               blas.SET_THREADS_LOCAL)
+    with blas.one_thread_per_product():
+        _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
+                   transform_weights(w), bias, out, crop_top, crop_left, images, V, M, full,
+                   scratch, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     return out
 
 

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..core.errors import ShapeError
 from ..core.parameter import Parameter
 from ..core.random import get_rng
@@ -68,7 +69,8 @@ class Dense(Layer):
     def forward(self, x):
         x = self._check_input(x)
         self._x = x
-        y = x @ self.weight.data.T
+        rows = x.reshape(-1, self.in_features)        # every leading position is a row
+        y = kernels.matmul()(rows, self.weight.data.T).reshape(x.shape[:-1] + (self.out_features,))
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -79,10 +81,11 @@ class Dense(Layer):
         dy = check_upstream(self, dy, shape, self.dtype)
         # Every leading position (batch, time, ...) is one more sample for the weight gradient.
         dy2, x2 = dy.reshape(-1, self.out_features), x.reshape(-1, self.in_features)
-        self.weight.grad = dy2.T @ x2
+        matmul = kernels.matmul()
+        self.weight.grad = matmul(dy2.T, x2)
         if self.bias is not None:
             self.bias.grad = dy2.sum(axis=0)
-        return dy @ self.weight.data
+        return matmul(dy2, self.weight.data).reshape(x.shape)
 
     def __repr__(self):
         extra = "" if getattr(self, "bias", True) is not None else ", bias=False"

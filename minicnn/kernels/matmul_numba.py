@@ -1,0 +1,77 @@
+"""The matrix product of the Dense layer, its rows split over Numba's threads.
+
+``np.matmul`` would split a large product over OpenBLAS's own threads. After the product those
+threads keep spinning for a while, waiting for more work, on the cores that Numba's threads
+need for the next convolution; and Numba's threads, spinning after a convolution, do the same
+to OpenBLAS. Measured on 2 cores: mnist_cnn's training step 2 times slower with both pools
+than with Numba's alone. So minicnn has one pool of threads: here each of Numba's threads
+multiplies a block of the rows on one BLAS thread, as the convolutions do (``blas.py``).
+
+``matmul(a, b)`` takes 2-D float32 or float64 arrays of one dtype, either of them possibly a
+transposed view (``w.T``): BLAS reads it with its "transposed" flag, without a copy.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from . import blas
+from .blas import NO_TRANS, TRANS
+from .blas_numba import gemm as _gemm
+from .blas_numba import set_threads as _set_threads
+from .jit import COMPILED_DTYPES, kernel
+
+#: multiply-adds from which the rows are split over the threads: below, waking a second thread
+#: costs more than it saves
+_PARALLEL_MACS = 1 << 20
+
+
+@kernel(parallel=True)
+def _row_blocks(a, b, out, K, transa, transb, lda, ldb, blocks, gemm, set_threads):
+    """out (M, N) = op(a) (M, K) @ op(b) (K, N), the rows in ``blocks`` blocks, one per
+    iteration; a and b are addresses (one compiled version for every layout), op(x) is x, or
+    its transpose when its flag is TRANS (x stored (K, M), read down its columns)."""
+    M, N = out.shape
+    one, zero = out.dtype.type(1), out.dtype.type(0)
+    size = out.itemsize
+    for r in prange(blocks):
+        m0, m1 = r * M // blocks, (r + 1) * M // blocks
+        if m1 > m0:
+            # row m0 of op(a): row m0 of a, or column m0 of a stored transposed
+            start = a + (m0 if transa == TRANS else m0 * lda) * size
+            before = _set_threads(set_threads, 1)
+            _gemm(gemm, transa, transb, m1 - m0, N, K, one, start, lda, b, ldb, zero,
+                  out.ctypes.data + m0 * N * size, N)
+            _set_threads(set_threads, before)
+
+
+def _layout(x):
+    """(x, flag, leading dimension) for BLAS: rows contiguous (NO_TRANS) or columns
+    contiguous (TRANS: x is the transpose of a C-ordered array); else a C-ordered copy."""
+    item = x.itemsize
+    if x.strides[1] == item and x.strides[0] >= x.shape[1] * item:
+        return x, NO_TRANS, x.strides[0] // item
+    if x.strides[0] == item and x.strides[1] >= x.shape[0] * item:
+        return x, TRANS, x.strides[1] // item
+    x = np.ascontiguousarray(x)
+    return x, NO_TRANS, max(x.shape[1], 1)
+
+
+def matmul(a, b):
+    """a (M, K) @ b (K, N) -> (M, N), a and b 2-D, one dtype (float32 or float64)."""
+    if (blas.GEMM is None or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
+            or a.dtype not in COMPILED_DTYPES or 0 in a.shape or 0 in b.shape):
+        return np.matmul(a, b)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit "
+                         f"({a.shape[1]} ≠ {b.shape[0]})")
+    (M, K), N = a.shape, b.shape[1]
+    a, transa, lda = _layout(a)
+    b, transb, ldb = _layout(b)
+    out = np.empty((M, N), dtype=a.dtype)
+    threads = numba.get_num_threads()
+    blocks = min(threads, M) if M * N * K >= _PARALLEL_MACS else 1
+    with blas.one_thread_per_product():
+        kernel_ = _row_blocks if blocks > 1 else _row_blocks.run_serial
+        kernel_(a.ctypes.data, b.ctypes.data, out, K, transa, transb, lda, ldb, blocks,
+                blas.GEMM[a.dtype], blas.SET_THREADS_LOCAL)
+    return out
