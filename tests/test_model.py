@@ -242,14 +242,17 @@ def test_nested_repr_is_indented_like_torch():
 
 def test_no_grad_predicts_the_same_and_keeps_no_caches():
     """Under no_grad every layer forgets what backward needs once its forward is done (the
-    memory of a prediction), and the outputs are those of a plain forward pass."""
+    memory of a prediction), and the outputs are those of a plain forward pass of the network
+    with its BatchNorms folded into the convolutions (``layers.fusion``; test_fusion.py bounds
+    how far that moves them from the layer-by-layer numbers)."""
     import minicnn as mc
-    from minicnn.layers import no_grad
+    from minicnn.layers import folding, fusion, no_grad
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
     model = mc.zoo.resnet_small(rng=0)
     model.eval()
-    expected = model(x)
+    expected = folding.folded(model)(x)
+    model(x)
     assert any(getattr(m, "_cache", None) is not None for _, m in model.named_modules())
     with no_grad():
         got = model(x)

@@ -7,9 +7,10 @@ in both modules.
 import numpy as np
 
 
-def relu_forward(x):
-    """out = max(x, 0) for a float array of any shape (NaN stays NaN). Returns out, same shape."""
-    return np.maximum(x, x.dtype.type(0))
+def relu_forward(x, out=None):
+    """out = max(x, 0) for a float array of any shape (NaN stays NaN). Returns out, same shape;
+    ``out=x`` clips x in place."""
+    return np.maximum(x, x.dtype.type(0), out=out)
 
 
 def relu_backward(dout, out):

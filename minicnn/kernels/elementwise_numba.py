@@ -46,12 +46,13 @@ def _same_layout(*arrays):
                     for a in arrays))
 
 
-def relu_forward(x):
-    """out = max(x, 0) for a float array of any shape (NaN stays NaN). Returns out, same shape."""
-    if x.dtype not in COMPILED_DTYPES:
-        return elementwise_loops.relu_forward(x)
+def relu_forward(x, out=None):
+    """out = max(x, 0) for a float array of any shape (NaN stays NaN). Returns out, same shape;
+    ``out=x`` clips x in place."""
+    if x.dtype not in COMPILED_DTYPES or not (out is None or _same_layout(x, out)):
+        return elementwise_loops.relu_forward(x, out)
     x = np.ascontiguousarray(x)
-    out = np.empty_like(x)
+    out = np.empty_like(x) if out is None else out
     _version(_relu, x.size)(x.reshape(-1), out.reshape(-1))
     return out
 

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from ..core.errors import ShapeError
+from . import fusion
 from .base import Layer, children_repr, keeping_caches, refuse_integers
 
 #: Keras' compile / fit / evaluate / predict, by name. The training loop lives in
@@ -145,15 +146,20 @@ class Sequential(Layer):
         """Layers start .. stop − 1 on x; ``shapes``: the input shapes of the layers before
         ``start`` (for the context of a ShapeError)."""
         shapes = list(shapes)
-        for i in range(start, len(self.layers) if stop is None else stop):
-            layer = self.layers[i]
+        i, stop = start, len(self.layers) if stop is None else stop
+        while i < stop:
+            # under no_grad in eval mode, Conv2D -> BatchNorm2D -> ReLU run as one (fusion.py)
+            n = fusion.chain_length(self.layers[:stop], i)
             shapes.append(tuple(x.shape))
             try:
-                x = layer(x)
+                x = self.layers[i](x) if n == 1 else fusion.run_chain(self.layers[i:i + n], x)
             except ShapeError as err:
                 raise self._with_context(err, i, shapes) from None
+            shapes += [tuple(x.shape)] * (n - 1)    # the input shapes of the fused layers
             if not keeping_caches():
-                layer.forget()
+                for layer in self.layers[i:i + n]:
+                    layer.forget()
+            i += n
         return x
 
     skips_input_grad = True

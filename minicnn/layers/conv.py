@@ -117,6 +117,15 @@ class Conv2D(Layer):
         self._out_shape = y.shape
         return y
 
+    def forward_with(self, x, weight, bias):
+        """This layer's convolution of x (N, C, H, W) with other weights (O, C, KH, KW) and bias
+        (O,) or None (``layers.fusion``: BatchNorm folded in), for prediction: nothing is kept
+        for a backward pass. Returns y (N, O, H_out, W_out)."""
+        x = self._check_input(x)
+        pads = self.padding_for(x.shape[2], x.shape[3])
+        y, _ = kernels.conv().forward(x, weight, bias, self.stride, pads, self.dilation)
+        return y
+
     def backward(self, dy, need_input_grad=True):
         """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad.
         With ``need_input_grad=False`` dx is not computed and None is returned."""

@@ -104,6 +104,19 @@ class BatchNorm2D(Layer):
         """True when the next forward normalises with the batch's mean and variance."""
         return self.training and (self.frozen_uses_batch_stats or self.trainable)
 
+    def eval_affine(self):
+        """(scale, shift), each (C,) in the layer's dtype: evaluation mode as y = scale·x + shift,
+        scale = γ / √(running_var + ε), shift = β − scale·running_mean (γ = 1, β = 0 without
+        ``affine``), computed in float64 and rounded once. ``layers.fusion`` folds them into
+        the convolution before."""
+        scale = 1 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+        if self.affine:
+            scale = scale * self.weight.data
+        shift = -scale * self.running_mean
+        if self.affine:
+            shift = shift + self.bias.data
+        return scale.astype(self.dtype), shift.astype(self.dtype)
+
     # -- the two passes ---------------------------------------------------------------------
     def forward(self, x):
         """x (N, C, H, W) -> y (N, C, H, W); in training mode also moves the running statistics.

@@ -15,6 +15,7 @@ import numpy as np
 from ..core.errors import ShapeError
 from ..core.random import get_rng
 from .activations import ReLU
+from . import fusion
 from .base import Layer, as_float, children_repr, keeping_caches
 from .container import Sequential
 from .conv import Conv2D
@@ -143,17 +144,39 @@ class _ResidualBlock(Layer):
     def forward(self, x):
         """x (N, C, H, W) -> y (the branch's output shape, equal to the shortcut's)."""
         x = np.asarray(x)
-        h = x
-        for name, layer in self._branch():
-            h = self._run(name, layer, h)
-        s = x
-        for name, layer in self._shortcut():
-            s = self._run(name, layer, s)
+        h = self._run_path(self._branch(), x)
+        s = self._run_path(self._shortcut(), x)
         if h.shape != s.shape:
             self.output_shape(x.shape)  # raises the message with both paths' arithmetic
         y = self.add(h, s)
         final = self._final()
-        return self._run(final[0], final[1], y) if final else y
+        if final is None:
+            return y
+        clipped = fusion.relu_in_place(final[1], y)   # the sum is fresh: under no_grad, in place
+        if clipped is None:
+            return self._run(final[0], final[1], y)
+        final[1].forget()
+        return clipped
+
+    def _run_path(self, path, x):
+        """The layers of ``path`` [(name, layer)] one after the other on x; under no_grad in
+        eval mode, Conv2D -> BatchNorm2D -> ReLU as one (``fusion``)."""
+        layers = [layer for _, layer in path]
+        i = 0
+        while i < len(path):
+            n = fusion.chain_length(layers, i)
+            if n == 1:
+                x = self._run(*path[i], x)
+            else:
+                try:
+                    x = fusion.run_chain(layers[i:i + n], x)
+                except ShapeError as err:
+                    raise ShapeError(f"{err}\n  in {self.describe()}, layer {path[i][0]!r}, "
+                                     f"input shape {tuple(x.shape)}") from None
+                for layer in layers[i:i + n]:
+                    layer.forget()
+            i += n
+        return x
 
     def backward(self, dy):
         """dy (output shape) -> dx (input shape): the branch's dx plus the shortcut's dx."""
