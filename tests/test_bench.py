@@ -158,3 +158,37 @@ def test_bad_arguments_are_refused():
         bench.main(["--repeat", "0"])
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--frameworks", "minicnn,caffe"])
+
+
+def test_the_frameworks_take_turns(monkeypatch):
+    """Every framework's process is prepared first; then each round runs train for each
+    framework, then predict for each, the order turning by one framework every round."""
+    asked = []
+
+    class Fake:
+        def __init__(self, spec, args):
+            self.spec = spec
+            asked.append((spec, "ready"))
+            self.process = type("P", (), {"poll": staticmethod(lambda: 0)})
+
+        def ask(self, command):
+            asked.append((self.spec, command))
+            return {command: 1.0}
+
+        def finish(self):
+            asked.append((self.spec, "done"))
+            return {"spec": self.spec}
+
+    monkeypatch.setattr(bench, "_Worker", Fake)
+    monkeypatch.setattr(bench, "_PAUSE", 0)
+    args = bench.parser().parse_args(["--repeat", "2"])
+    got = bench.measure_interleaved("lenet5", ["minicnn", "torch", "keras"], args,
+                                    log=lambda line: None)
+    assert got == {fw: {"spec": f"{fw}:lenet5"} for fw in ("minicnn", "torch", "keras")}
+    m, t, k = "minicnn:lenet5", "torch:lenet5", "keras:lenet5"
+    assert asked == [(m, "ready"), (t, "ready"), (k, "ready"),
+                     (m, "train"), (t, "train"), (k, "train"),
+                     (m, "predict"), (t, "predict"), (k, "predict"),
+                     (t, "train"), (k, "train"), (m, "train"),
+                     (t, "predict"), (k, "predict"), (m, "predict"),
+                     (m, "done"), (t, "done"), (k, "done")]

@@ -14,10 +14,13 @@ TensorFlow start their thread pools, so ``python -m minicnn.bench`` re-runs itse
 OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and NUMBA_NUM_THREADS set;
 torch.set_num_threads and TensorFlow's threading config are set too.
 
-Each (model, framework) runs in a process of its own, one after the other, so that its peak
-resident memory is its own: the peak RSS of each row (Linux: the process's high-water mark,
-reset before the row; elsewhere ``ru_maxrss``, which only grows) includes the interpreter, the
-framework and the row's data. Measured, per model:
+Each (model, framework) runs in a process of its own, so that its peak resident memory is its
+own: the peak RSS of each row (Linux: the process's high-water mark, reset before each
+repetition; elsewhere ``ru_maxrss``, which only grows) includes the interpreter, the framework
+and the row's data. The processes of one model are started one after the other, and once all
+are ready their repetitions take turns (train of each framework, then predict of each, the
+order turning every round), so that a slow spell of a shared machine falls on every framework
+alike. Measured, per model:
 
 * train: ``--batches`` (LeNet-5; default a full epoch, 938 batches) or ``--cnn-batches``
   (the others) training steps with Adam;
@@ -56,6 +59,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "N
 _MARK = "MINICNN_BENCH_THREADS"
 EPOCH_BATCHES = 938                    # ceil(60000 / 64)
 SYNTHETIC_PREDICT = 2000               # resnet_small: 2,000 random images of 3×64×64 (98 MB)
+_PAUSE = 0.2                           # s between two repetitions (OpenMP threads spin ~ms)
 
 
 def parser():
@@ -172,18 +176,29 @@ def _batches(x, y, count, batch_size):
         yield x[start:start + batch_size], y[start:start + batch_size]
 
 
-def _time(fn, repeat):
-    """(first call s, [repeat times s], peak RSS MB during them)."""
-    reset_peak_rss()
-    first = time.perf_counter()
-    fn(warmup=True)
-    first = time.perf_counter() - first
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(warmup=False)
-        times.append(time.perf_counter() - t)
-    return first, times, peak_rss_mb()
+class _Task:
+    """One task of a worker (train or predict): its first call, then one timed repetition per
+    ``run()``, each with the peak resident memory since it started."""
+
+    def __init__(self, fn):
+        self.fn, self.times, self.peak_mb = fn, [], 0.0
+        reset_peak_rss()
+        start = time.perf_counter()
+        fn(warmup=True)
+        self.first = time.perf_counter() - start
+        self.peak_mb = peak_rss_mb()
+
+    def run(self):
+        reset_peak_rss()
+        start = time.perf_counter()
+        self.fn(warmup=False)
+        self.times.append(time.perf_counter() - start)
+        self.peak_mb = max(self.peak_mb, peak_rss_mb())
+        return self.times[-1]
+
+    def result(self):
+        """(first call s, [repetition times s], peak RSS MB), as the rows read it."""
+        return self.first, self.times, self.peak_mb
 
 
 def predict_batch_size(name):
@@ -258,7 +273,7 @@ def bench_minicnn(name, x, y, x_test, batches, repeat, predict_batch, threads):
             for start in range(0, predict_batch if warmup else len(x_test), predict_batch):
                 model(x_test[start:start + predict_batch])
 
-    return _time(train, repeat), _time(predict, repeat)
+    return train, predict
 
 
 def bench_torch(name, x, y, x_test, batches, repeat, predict_batch, threads):
@@ -289,7 +304,7 @@ def bench_torch(name, x, y, x_test, batches, repeat, predict_batch, threads):
             for start in range(0, predict_batch if warmup else len(x_test), predict_batch):
                 model(x_test[start:start + predict_batch])
 
-    return _time(train, repeat), _time(predict, repeat)
+    return train, predict
 
 
 def bench_keras(name, x, y, x_test, batches, repeat, predict_batch, threads):
@@ -324,7 +339,7 @@ def bench_keras(name, x, y, x_test, batches, repeat, predict_batch, threads):
         data = x_test[:predict_batch] if warmup else x_test
         model.predict(data, batch_size=predict_batch, verbose=0)
 
-    return _time(train, repeat), _time(predict, repeat)
+    return train, predict
 
 
 def has_twin(framework, name):
@@ -344,9 +359,12 @@ def has_twin(framework, name):
     return re.search(r'"%s"\s*:' % re.escape(name), block[:block.find("}") + 1]) is not None
 
 
-def worker(spec, args):
-    """``--worker framework:model``: this process runs one framework on one model, returns
-    {"train": ..., "predict": ..., "images": ..., "first_run": ...}."""
+def worker(spec, args, commands=sys.stdin, answers=sys.stdout):
+    """``--worker framework:model``: this process runs one framework on one model. It prepares
+    both tasks (data, model, each task's first call), answers {"ready": ...}, then runs one
+    timed repetition of "train" or "predict" for each such line it reads, answering its
+    seconds, until "done": then {"train": ..., "predict": ..., "images": ...,
+    "first_run": ...}. The parent alternates the frameworks' repetitions this way."""
     framework, name = spec.split(":")
     if framework == "torch":
         import torch  # noqa: F401  (before Numba: the one OpenMP runtime is PyTorch's own)
@@ -362,9 +380,77 @@ def worker(spec, args):
         train, predict = bench_torch(*common)
     else:
         train, predict = bench_keras(*common)
-    return {"train": train, "predict": predict, "first_run": first_run,
-            "images": {"train": 64 * batches, "predict": len(x_test)},
+    tasks = {"train": _Task(train), "predict": _Task(predict)}
+
+    def answer(value):
+        answers.write(json.dumps(value) + "\n")
+        answers.flush()
+
+    answer({"ready": spec})
+    for line in commands:
+        command = line.strip()
+        if command == "done":
+            break
+        answer({command: tasks[command].run()})
+    return {"train": tasks["train"].result(), "predict": tasks["predict"].result(),
+            "first_run": first_run, "images": {"train": 64 * batches, "predict": len(x_test)},
             "predict_batch": predict_batch}
+
+
+class _Worker:
+    """A ``--worker`` process and the lines it answers."""
+
+    def __init__(self, spec, args):
+        self.spec = spec
+        # its messages to a file: a pipe nobody reads would stop it once full
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(_argv("--worker", spec, args), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.read()                                     # {"ready": spec}
+
+    def read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.log.seek(0)
+            raise SystemExit(f"error: the benchmark's worker {self.spec} failed:\n"
+                             f"{self.log.read()[-3000:]}")
+        return json.loads(line)
+
+    def ask(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def finish(self):
+        answer = self.ask("done")
+        self.process.stdin.close()
+        self.process.wait()
+        return answer
+
+
+def measure_interleaved(name, frameworks, args, log):
+    """{framework: worker result} for ``name``: every framework's process prepares its model
+    (one after the other), then the repetitions go round: train of each framework, predict of
+    each, ``--repeat`` times, the order turning by one framework each round. A slow spell of a
+    shared machine then falls on every framework alike, not on whichever ran during it."""
+    workers = []
+    try:
+        for fw in frameworks:
+            log(f"  {name:<12} {fw:<8} preparing, in its own process ...")
+            workers.append(_Worker(f"{fw}:{name}", args))
+        log(f"  {name:<12} {args.repeat} rounds of train and predict, frameworks in turn ...")
+        for r in range(args.repeat):
+            turn = workers[r % len(workers):] + workers[:r % len(workers)]
+            for task in ("train", "predict"):
+                for w in turn:
+                    time.sleep(_PAUSE)     # the last one's threads stop spinning
+                    w.ask(task)
+        return {w.spec.split(":")[0]: w.finish() for w in workers}
+    finally:
+        for w in workers:
+            if w.process.poll() is None:
+                w.process.kill()
 
 
 def cold_worker(name, dataset):
@@ -395,13 +481,17 @@ def cold_worker(name, dataset):
             "background": thread is not None, "compiled": compiled, "loaded": loaded}
 
 
-def _subprocess(flag, value, args, env=None):
-    """Run this benchmark's ``flag value`` in a fresh Python; returns its JSON answer."""
-    argv = [sys.executable, "-m", "minicnn.bench", flag, value, "--threads", str(args.threads),
+def _argv(flag, value, args):
+    """The command line of this benchmark's ``flag value`` in a fresh Python."""
+    return [sys.executable, "-m", "minicnn.bench", flag, value, "--threads", str(args.threads),
             "--batches", str(args.batches), "--cnn-batches", str(args.cnn_batches),
             "--repeat", str(args.repeat), "--predict-images", str(args.predict_images),
             "--dataset", args.dataset]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+
+
+def _subprocess(flag, value, args, env=None):
+    """Run this benchmark's ``flag value`` in a fresh Python; returns its JSON answer."""
+    done = subprocess.run(_argv(flag, value, args), capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"error: the benchmark's {flag} {value} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
@@ -491,13 +581,15 @@ def run(args, log=print):
     rows, first_runs, missing, measured = [], [], [], []
     for name in models:
         flops = 2 * macs_per_sample(name)
+        present = []
         for fw in frameworks:
-            if not has_twin(fw, name):
+            if has_twin(fw, name):
+                present.append(fw)
+            else:
                 missing.append({"model": name, "framework": fw,
                                 "why": f"no {name} in reference/{fw}/models.py"})
-                continue
-            log(f"  {name:<12} {fw:<8} in its own process, {args.repeat}× ...")
-            got = _subprocess("--worker", f"{fw}:{name}", args)
+        results = measure_interleaved(name, present, args, log) if present else {}
+        for fw, got in results.items():
             if got["first_run"]:
                 first_runs.append(got["first_run"])
             for task, per_image in (("train", 3 * flops), ("predict", flops)):
