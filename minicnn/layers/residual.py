@@ -70,8 +70,10 @@ class Add(Layer):
     def forward(self, *inputs):
         inputs = [as_float(x) for x in inputs]
         self.output_shape(*[x.shape for x in inputs])
-        y = inputs[0].copy()
-        for x in inputs[1:]:
+        # a fresh array in the first input's dtype, the first sum written straight into it
+        y = inputs[0].copy() if len(inputs) == 1 else np.add(inputs[0], inputs[1],
+                                                               out=np.empty_like(inputs[0]))
+        for x in inputs[2:]:
             y += x
         self._count, self._shape = len(inputs), y.shape
         return y
