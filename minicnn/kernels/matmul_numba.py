@@ -20,9 +20,10 @@ from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
 from .jit import COMPILED_DTYPES, kernel
 
-#: multiply-adds from which the rows are split over the threads: below, waking a second thread
-#: costs more than it saves
-_PARALLEL_MACS = 1 << 20
+#: multiply-adds from which the rows are split over the threads: below (LeNet-5's Dense layers,
+#: 3 million) waking a second thread costs more than it saves; mnist_cnn's first Dense (75
+#: million) is 1.1 times faster split, measured on 2 threads
+_PARALLEL_MACS = 1 << 23
 
 
 @kernel(parallel=True)
@@ -65,13 +66,13 @@ def matmul(a, b):
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit "
                          f"({a.shape[1]} ≠ {b.shape[0]})")
     (M, K), N = a.shape, b.shape[1]
-    a, transa, lda = _layout(a)
-    b, transb, ldb = _layout(b)
-    out = np.empty((M, N), dtype=a.dtype)
-    threads = numba.get_num_threads()
-    blocks = min(threads, M) if M * N * K >= _PARALLEL_MACS else 1
+    blocks = min(numba.get_num_threads(), M) if M * N * K >= _PARALLEL_MACS else 1
     with blas.one_thread_per_product():
-        kernel_ = _row_blocks if blocks > 1 else _row_blocks.run_serial
-        kernel_(a.ctypes.data, b.ctypes.data, out, K, transa, transb, lda, ldb, blocks,
-                blas.GEMM[a.dtype], blas.SET_THREADS_LOCAL)
+        if blocks == 1:                 # one BLAS thread, called from here: the least overhead
+            return np.matmul(a, b)
+        a, transa, lda = _layout(a)
+        b, transb, ldb = _layout(b)
+        out = np.empty((M, N), dtype=a.dtype)
+        _row_blocks(a.ctypes.data, b.ctypes.data, out, K, transa, transb, lda, ldb, blocks,
+                    blas.GEMM[a.dtype], blas.SET_THREADS_LOCAL)
     return out
