@@ -133,11 +133,14 @@ class _ResidualBlock(Layer):
     def _final(self):
         return None
 
-    def _run(self, name, layer, x):
+    def _run(self, name, layers, x):
+        """``layers`` on x: one layer, or a chain that ``fusion`` runs as one (named ``name``,
+        after its first layer)."""
         try:
-            y = layer(x)
+            y = layers[0](x) if len(layers) == 1 else fusion.run_chain(layers, x)
             if not keeping_caches():
-                layer.forget()
+                for layer in layers:
+                    layer.forget()
             return y
         except ShapeError as err:
             raise ShapeError(f"{err}\n  in {self.describe()}, layer {name!r}, input shape "
@@ -156,7 +159,7 @@ class _ResidualBlock(Layer):
             return y
         clipped = fusion.relu_in_place(final[1], y)   # the sum is fresh: under no_grad, in place
         if clipped is None:
-            return self._run(final[0], final[1], y)
+            return self._run(final[0], [final[1]], y)
         final[1].forget()
         return clipped
 
@@ -167,16 +170,7 @@ class _ResidualBlock(Layer):
         i = 0
         while i < len(path):
             n = fusion.chain_length(layers, i)
-            if n == 1:
-                x = self._run(*path[i], x)
-            else:
-                try:
-                    x = fusion.run_chain(layers[i:i + n], x)
-                except ShapeError as err:
-                    raise ShapeError(f"{err}\n  in {self.describe()}, layer {path[i][0]!r}, "
-                                     f"input shape {tuple(x.shape)}") from None
-                for layer in layers[i:i + n]:
-                    layer.forget()
+            x = self._run(path[i][0], layers[i:i + n], x)
             i += n
         return x
 
