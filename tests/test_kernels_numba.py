@@ -136,7 +136,7 @@ def test_numba_conv_equals_loops(name, config, dtype, seed):
 def test_each_algorithm_takes_the_shapes_it_computes(algorithm):
     algorithm("direct")
     assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (1, 1)) == "direct"
-    assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (2, 1)) == "gemm"
+    assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (2, 1), (1, 2)) == "direct"
     algorithm("winograd")
     assert conv_numba.algorithm((2, 3, 9, 9), (4, 3, 3, 3), (1, 1)) == (
         "winograd" if conv_numba.blas.GEMM is not None else "gemm")
@@ -150,6 +150,10 @@ def test_each_algorithm_takes_the_shapes_it_computes(algorithm):
         assert conv_numba.algorithm(x_shape, w_shape, (1, 1)) == "gemm"
     assert conv_numba.algorithm((64, 32, 26, 26), (64, 32, 3, 3), (1, 1)) == (
         "winograd" if conv_numba.blas.GEMM is not None else "gemm")     # mnist_cnn's second
+    # resnet_small's first layer: 8 output channels, a 7×7 kernel covers 12 strides of 2×2
+    assert conv_numba.algorithm((64, 3, 64, 64), (8, 3, 7, 7), (2, 2)) == "direct"
+    for w_shape, stride in [((16, 3, 7, 7), (2, 2)), ((8, 3, 5, 5), (2, 2))]:
+        assert conv_numba.algorithm((64, 3, 64, 64), w_shape, stride) == "gemm"
     with pytest.raises(ValueError, match="direct"):
         conv_numba.force("fft")
 
@@ -339,7 +343,6 @@ def test_conv_reads_non_contiguous_input(algorithm):
 def test_direct_conv_layer_matches_torch(config, seed):
     """test_conv.py runs the default choice against torch; this runs the compiled loops."""
     cfg, shape = config
-    cfg["stride"] = 1
     assume(window_fits(cfg, shape))
     layer = mc.Conv2D(**cfg, dtype=np.float64, rng=seed)
     with conv_numba.forcing("direct"):
@@ -527,12 +530,14 @@ from minicnn.kernels import conv_numba
 assert numba.get_num_threads() == 2
 rng = np.random.default_rng(0)
 out = {}
-for name in ("direct", "gemm"):
+for name, layer in [("direct", mc.Conv2D(3, 4, 3, padding=1, rng=1)),
+                    ("gemm", mc.Conv2D(3, 4, 3, padding=1, rng=1)),
+                    ("direct", mc.Conv2D(3, 4, 7, stride=2, padding=3, rng=1))]:
     conv_numba.force(name)
     x = rng.standard_normal((7, 3, 11, 10)).astype(np.float32)
-    layer = mc.Conv2D(3, 4, 3, padding=1, rng=1)
     y = layer(x)
-    out[name] = [y.tolist(), layer.backward(np.cos(y)).tolist(), layer.weight.grad.tolist()]
+    out[f"{name} {layer!r}"] = [y.tolist(), layer.backward(np.cos(y)).tolist(),
+                                layer.weight.grad.tolist(), layer.bias.grad.tolist()]
 conv_numba.force(None)
 for pool in (mc.MaxPool2D(2), mc.AvgPool2D(3, 2, 1)):
     y = pool(rng.standard_normal((9, 4, 10, 11)).astype(np.float32))

@@ -2,7 +2,8 @@
 
 * ``*_loops``: plain loops that read like the formula, for learning (slow).
 * ``*_fast``:  vectorised NumPy (im2col + one matrix product, strided views).
-* ``*_numba``: compiled by Numba, in parallel over the batch (convolution: im2col in Numba
+* ``*_numba``: compiled by Numba, in parallel over the batch (convolution: the formula's loops
+  (``conv_direct``), Winograd's (``conv_winograd``) or im2col in Numba
   and BLAS called from inside the threads; ``elementwise_numba``: ReLU and Adam;
   ``norm_numba``: batch normalisation, two passes over the planes, sums in float64;
   ``matmul_numba``: the Dense layer's products, rows split over the threads). The

@@ -2,7 +2,8 @@
 
 Same functions, signatures and results (to rounding) as ``conv_loops`` and ``conv_fast``:
 ``forward(x, w, b, stride, pads, dilation) -> (out, cache)`` and
-``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. Three algorithms:
+``backward(dout, cache, need_dx=True) -> (dx, dw, db)``. Three algorithms, chosen per shape
+(``algorithm``):
 
 * "winograd" (``conv_winograd``): 2.25 times fewer multiplications for 3×3, stride-1 layers;
   the default where it is faster (``algorithm``), all three passes.
@@ -14,13 +15,12 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   mnist_cnn's 43 MB: rebuilding from the cache costs less than reading them back). A large
   kernel with a stride reads the input split into column phases (``_phased``), so that each
   row of a window is a contiguous copy.
-* "direct": the loops of the formula, compiled; one image per thread. It walks each padded
-  image as one flat row: output (i, j) and input (i + p·D_h, j + q·D_w) are p·D_h·W_pad + q·D_w
-  apart in memory for every (i, j), so a tap (p, q) of the kernel is ONE contiguous
-  multiply-add over the flat image, which the compiler turns into vector instructions (the
-  KW − 1 columns right of each output row are computed too, and dropped). Stride 1 only.
-  Measured slower than "gemm" on every zoo layer (BLAS keeps sums in registers, these loops
-  go through memory), it is kept as the formula compiled: lesson 13 times it, and
+* "direct" (``conv_direct``): the loops of the formula, compiled, any stride; one image per
+  thread. Each tap of the kernel is one contiguous multiply-add over the image split into its
+  stride's phases, four taps per pass. The default for few output channels and a large
+  strided kernel (resnet_small's first layer), where im2col would copy each input twelve
+  times for a product of eight rows; slower than "gemm" on the other zoo layers (BLAS keeps
+  its sums in registers, these loops go through memory). Lesson 13 times it, and
   ``force("direct")`` selects it.
 
 The gemm path adds a row of ones to the im2col matrix and the bias as a column of the weight
@@ -42,7 +42,7 @@ import numpy as np
 from numba import prange
 
 from ..core.shapes import window_output_size
-from . import blas, conv_fast, conv_winograd
+from . import blas, conv_direct, conv_fast, conv_winograd
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
@@ -60,6 +60,13 @@ _forced = None
 # 32→32 at 32×32 1.4 times; 16→16 at 16×16 and 64→64 at 8×8 1.1 to 1.2 times slower.
 _WINOGRAD_CHANNELS = 32
 _WINOGRAD_POSITIONS = 256
+# "direct" for few output channels and a large kernel with a stride, where im2col copies every
+# input many times for a product of few rows. Measured with 2 threads, 64 images at 64×64, the
+# 7×7 stride-2 layer from 3 channels: 8 output channels 0.64 times gemm's time forward, 0.88
+# backward; 16 channels 1.14 and 1.27; 5×5 stride 2 (6.25 strides) 1.02 and 1.19. Stride 1
+# (LeNet-5's 5×5 layers, 6 and 16 channels): 1.2 to 4 times slower.
+_DIRECT_CHANNELS = 8
+_DIRECT_TAPS = 8
 
 
 def winograd_fits(w_shape, stride, dilation=(1, 1)):
@@ -72,20 +79,24 @@ def winograd_fits(w_shape, stride, dilation=(1, 1)):
 def algorithm(x_shape, w_shape, stride, dilation=(1, 1)):
     """The algorithm for input (N, C, H, W), weights (O, C, KH, KW), stride and dilation:
     "winograd" for 3×3, stride 1 with at least ``_WINOGRAD_CHANNELS`` channels in and out and
-    ``_WINOGRAD_POSITIONS`` input positions, "gemm" for every other shape (faster than
-    "direct" on every zoo layer, for training and for prediction, measured on one thread: all
-    three split the batch over the threads the same way).
+    ``_WINOGRAD_POSITIONS`` input positions; "direct" for at most ``_DIRECT_CHANNELS`` output
+    channels and a strided kernel of at least ``_DIRECT_TAPS`` strides (KH·KW ≥ 8·S_h·S_w:
+    resnet_small's 7×7, stride-2 first layer); "gemm" for every other shape (faster there, measured on one
+    and on two threads: all three split the batch over the threads the same way).
 
     ``force(name)`` or ``with forcing(name):`` overrides it where the algorithm applies
-    (tests, lesson 13): "direct" needs stride 1, "winograd" ``winograd_fits``.
+    (tests, lesson 13): "direct" and "gemm" take every shape, "winograd" ``winograd_fits``.
     """
-    if _forced == "gemm" or (_forced == "direct" and tuple(stride) == (1, 1)):
+    if _forced in ("gemm", "direct"):
         return _forced
     if winograd_fits(w_shape, stride, dilation):
         if _forced == "winograd" or (
                 _forced is None and min(w_shape[0], w_shape[1]) >= _WINOGRAD_CHANNELS
                 and x_shape[2] * x_shape[3] >= _WINOGRAD_POSITIONS):
             return "winograd"
+    if (_forced is None and w_shape[0] <= _DIRECT_CHANNELS and stride[0] * stride[1] > 1
+            and w_shape[2] * w_shape[3] >= _DIRECT_TAPS * stride[0] * stride[1]):
+        return "direct"
     return "gemm"
 
 
@@ -132,98 +143,6 @@ def _padded(x, pads):
     x_pad = np.empty((N, C, H + pad_top + pad_bottom, W + pad_left + pad_right), dtype=x.dtype)
     _pad_into(x, x_pad, pad_top, pad_left)
     return x_pad
-
-
-# ----------------------------------------------------------------------------------------
-# direct: the formula's loops, one image per thread (stride 1)
-# ----------------------------------------------------------------------------------------
-@kernel(parallel=True, fastmath=_FMA)
-def _direct_forward(x_pad, w, b, out, dil_h, dil_w):
-    """out (N, O, H_out, W_out) = conv(x_pad (N, C, H_pad, W_pad), w (O, C, KH, KW)) + b (O,),
-    stride 1."""
-    N, C, H_pad, W_pad = x_pad.shape
-    O, _, KH, KW = w.shape
-    H_out, W_out = out.shape[2], out.shape[3]
-    L = (H_out - 1) * W_pad + W_out      # flat positions from the first output to the last one
-    for n in prange(N):
-        acc = np.empty(L, dtype=out.dtype)
-        for o in range(O):
-            acc[:] = b[o]
-            for c in range(C):
-                image = x_pad[n, c].reshape(H_pad * W_pad)
-                for p in range(KH):
-                    for q in range(KW):
-                        start = p * dil_h * W_pad + q * dil_w
-                        window = image[start:start + L]
-                        weight = w[o, c, p, q]
-                        for k in range(L):
-                            acc[k] += weight * window[k]
-            for i in range(H_out):
-                out[n, o, i, :] = acc[i * W_pad:i * W_pad + W_out]
-
-
-@kernel(parallel=True)
-def _widen(dout, wide, W_pad):
-    """wide (N, O, L) := dout (N, O, H_out, W_out) laid out on rows of W_pad, zeros between
-    the rows."""
-    N, O, H_out, W_out = dout.shape
-    for no in prange(N * O):
-        n, o = no // O, no % O
-        wide[n, o] = 0
-        for i in range(H_out):
-            wide[n, o, i * W_pad:i * W_pad + W_out] = dout[n, o, i]
-
-
-@kernel(parallel=True, fastmath=_SUM)
-def _direct_weights(wide, x_pad, dw_out, db_out, dil_h, dil_w):
-    """dw_out (O, C, KH, KW) = Σ_n Σ_k wide[n, o, k] · image_c[start(p, q) + k];
-    db_out (O,) = Σ wide[:, o] (when it has length O). One (o, c) pair per thread."""
-    N, C, H_pad, W_pad = x_pad.shape
-    O, _, KH, KW = dw_out.shape
-    L = wide.shape[2]
-    for oc in prange(O * C):
-        o, c = oc // C, oc % C
-        acc = np.zeros(KH * KW, dtype=dw_out.dtype)
-        for n in range(N):
-            grad = wide[n, o]
-            image = x_pad[n, c].reshape(H_pad * W_pad)
-            for p in range(KH):
-                for q in range(KW):
-                    start = p * dil_h * W_pad + q * dil_w
-                    window = image[start:start + L]
-                    total = acc[p * KW + q]
-                    for k in range(L):
-                        total += grad[k] * window[k]
-                    acc[p * KW + q] = total
-        dw_out[o, c] = acc.reshape(KH, KW)
-    for o in prange(db_out.shape[0]):
-        total = db_out.dtype.type(0)
-        for n in range(N):
-            for k in range(L):
-                total += wide[n, o, k]
-        db_out[o] = total
-
-
-@kernel(parallel=True, fastmath=_FMA)
-def _direct_data(wide, w, dx_pad, dil_h, dil_w):
-    """dx_pad (N, C, H_pad, W_pad) = the gradient of the padded input: every tap (p, q) of every
-    output channel adds w[o, c, p, q] · wide[n, o] to the window it read. One image per thread."""
-    N, C, H_pad, W_pad = dx_pad.shape
-    O, _, KH, KW = w.shape
-    L = wide.shape[2]
-    for n in prange(N):
-        for c in range(C):
-            image = dx_pad[n, c].reshape(H_pad * W_pad)
-            image[:] = 0
-            for o in range(O):
-                grad = wide[n, o]
-                for p in range(KH):
-                    for q in range(KW):
-                        start = p * dil_h * W_pad + q * dil_w
-                        window = image[start:start + L]
-                        weight = w[o, c, p, q]
-                        for k in range(L):
-                            window[k] += weight * grad[k]
 
 
 # ----------------------------------------------------------------------------------------
@@ -446,18 +365,17 @@ def forward(x, w, b, stride, pads, dilation):
         # the cache keeps x itself (not padded) and w; geometry is unused by this backward
         return conv_winograd.forward(x, w, b, pads), ("winograd", x, w, b is not None, x.shape,
                                                       pads, None)
-    x_pad = _padded(x, pads)
-    N, C, H_pad, W_pad = x_pad.shape
     O, _, KH, KW = w.shape
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
-    H_out = window_output_size(H_pad, KH, stride_h, (0, 0), dil_h)
-    W_out = window_output_size(W_pad, KW, stride_w, (0, 0), dil_w)
+    H_out = window_output_size(x.shape[2], KH, stride_h, pads[0], dil_h)
+    W_out = window_output_size(x.shape[3], KW, stride_w, pads[1], dil_w)
+    if algo == "direct":                # the cache keeps the padded input's phases
+        out, xq = conv_direct.forward(x, w, b, stride, pads, dilation, H_out, W_out)
+        return out, (algo, xq, w, b is not None, x.shape, pads, dilation)
+    x_pad = _padded(x, pads)
+    N, C, H_pad, W_pad = x_pad.shape
     out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
     geometry = (KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
-    if algo == "direct":
-        bias = b if b is not None else np.zeros(O, dtype=w.dtype)
-        _direct_forward(x_pad, w, np.ascontiguousarray(bias, dtype=w.dtype), out, dil_h, dil_w)
-        return out, (algo, x_pad, w, b is not None, x.shape, pads, geometry)
     wb = _with_bias(w, b)
     HW = H_out * W_out
     flat = out.reshape(N, O, HW)
@@ -496,51 +414,41 @@ def backward(dout, cache, need_dx=True):
         db = None if not has_bias else np.add.reduce(
             [dout[g:g + _GROUP].sum(axis=(0, 2, 3)) for g in range(0, len(dout), _GROUP)])
         return dx, dw, db
+    if algo == "direct":                  # x_pad holds the phases, geometry the dilation
+        dx, dw, db = conv_direct.backward(dout, x_pad, w, x_shape, pads, geometry, _GROUP,
+                                          need_dx)
+        return dx, dw, db if has_bias else None
     N, C, H, W = x_shape
-    if algo == "direct":
-        KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
-        O, HW = w.shape[0], H_out * W_out
-        dx_pad = np.empty(x_pad.shape if need_dx else (0,) + x_pad.shape[1:], dtype=w.dtype)
-        W_pad = x_pad.shape[3]
-        wide = np.empty((N, O, (H_out - 1) * W_pad + W_out), dtype=w.dtype)
-        _widen(dout, wide, W_pad)
-        dw = np.empty(w.shape, dtype=w.dtype)
-        db = np.empty(O if has_bias else 0, dtype=w.dtype)
-        _direct_weights(wide, x_pad, dw, db, dil_h, dil_w)
-        if need_dx:
-            _direct_data(wide, w, dx_pad, dil_h, dil_w)
-        db = db if has_bias else None
+    x_ph, (*geometry, W_pad) = x_pad, geometry     # gemm's cache: the phased input
+    KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
+    O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
+    dx_ph = np.empty(x_ph.shape if need_dx else (0,) + x_ph.shape[1:], dtype=w.dtype)
+    rows = w.shape[1]                 # w is [W | b] here
+    flat = dout.reshape(N, O, HW)
+    if blas.GEMM is not None:
+        threads = numba.get_num_threads()
+        partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
+        cols = _buffers(threads, rows, HW, w.dtype, has_bias)
+        dcols = np.empty((threads if need_dx else 0, K, 1, HW), dtype=w.dtype)
+        with blas.one_thread_per_product():
+            _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, _GROUP, *geometry,
+                           blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+        dwb = partial.sum(axis=0).T
     else:
-        x_ph, (*geometry, W_pad) = x_pad, geometry     # gemm's cache: the phased input
-        KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
-        O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
-        dx_ph = np.empty(x_ph.shape if need_dx else (0,) + x_ph.shape[1:], dtype=w.dtype)
-        rows = w.shape[1]                 # w is [W | b] here
-        flat = dout.reshape(N, O, HW)
-        if blas.GEMM is not None:
-            threads = numba.get_num_threads()
-            partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
-            cols = _buffers(threads, rows, HW, w.dtype, has_bias)
-            dcols = np.empty((threads if need_dx else 0, K, 1, HW), dtype=w.dtype)
-            with blas.one_thread_per_product():
-                _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, _GROUP, *geometry,
-                               blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
-            dwb = partial.sum(axis=0).T
-        else:
-            B = _chunk(rows, HW, w.itemsize)
-            cols = _buffers(min(B, N), rows, HW, w.dtype, has_bias)
-            w_t = w[:, :K].T
-            dwb = np.zeros((O, rows), dtype=w.dtype)
-            for n0 in range(0, N, B):
-                nb = min(B, N - n0)
-                _im2col(x_ph, n0, cols[:nb], *geometry)
-                dwb += np.matmul(flat[n0:n0 + nb], cols[:nb, :, 0].transpose(0, 2, 1)).sum(axis=0)
-                if need_dx:
-                    dcols = np.matmul(w_t, flat[n0:n0 + nb])[:, :, None]
-                    _col2im(dcols, n0, dx_ph, *geometry)
-        dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
-        db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
-        dx_pad = _unphased(dx_ph, W_pad) if need_dx else None
+        B = _chunk(rows, HW, w.itemsize)
+        cols = _buffers(min(B, N), rows, HW, w.dtype, has_bias)
+        w_t = w[:, :K].T
+        dwb = np.zeros((O, rows), dtype=w.dtype)
+        for n0 in range(0, N, B):
+            nb = min(B, N - n0)
+            _im2col(x_ph, n0, cols[:nb], *geometry)
+            dwb += np.matmul(flat[n0:n0 + nb], cols[:nb, :, 0].transpose(0, 2, 1)).sum(axis=0)
+            if need_dx:
+                dcols = np.matmul(w_t, flat[n0:n0 + nb])[:, :, None]
+                _col2im(dcols, n0, dx_ph, *geometry)
+    dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
+    db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
+    dx_pad = _unphased(dx_ph, W_pad) if need_dx else None
     if not need_dx:
         return None, dw, db
     (pad_top, _), (pad_left, _) = pads

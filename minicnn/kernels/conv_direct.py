@@ -1,0 +1,273 @@
+"""The convolution's formula compiled: conv_numba's "direct" algorithm, any stride and dilation.
+
+    out[n, o, i, j] = b[o] + Σ_c Σ_p Σ_q w[o, c, p, q] · x_pad[n, c, i·S_h + p·D_h, j·S_w + q·D_w]
+
+The input is first split into phases (``_phase_image``): phase (a, b) of a channel holds the
+rows a, a + S_h, a + 2·S_h, ... and, of them, the columns b, b + S_w, ..., a (Hq, Wq) plane.
+Input (i·S_h + p·D_h, j·S_w + q·D_w) is then (i + ⌊p·D_h / S_h⌋, j + ⌊q·D_w / S_w⌋) of phase
+((p·D_h) mod S_h, (q·D_w) mod S_w), and laid out row after row that is
+
+    (i·Wq + j) + offset(c, p, q)
+
+in the image's memory: for every output (i, j) the same offset. So each tap (c, p, q) of the
+kernel is ONE multiply-add over a contiguous run of the image, computed on a grid of width Wq
+(the Wq − W_out columns right of each output row are computed too, and dropped), and the
+compiler turns it into vector instructions. With stride 1 there is one phase, x_pad itself.
+
+The loops take the taps four at a time, so that each pass over an output row loads and stores
+it once for four multiply-adds (one tap per pass goes through memory three times per
+multiply-add). The weights' gradient is the same sums turned around: the dot product of an
+output channel's gradient (on the same grid, zeros in the dropped columns) with each tap's run
+of the input, four taps per pass over the gradient; the input's gradient adds, for each tap,
+four output channels' gradients times their weights into the tap's run, then undoes the
+phases (``unphase_into``).
+
+Indices are unsigned (``np.uint64``): Numba then needs no check for negative (wrap-around)
+indices, and the loops vectorise; with signed ones they run several times slower.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from .jit import FMA, SUM, helper, kernel
+
+def phase_shape(x_shape, pads, stride):
+    """(N, C, S_h, S_w, Hq, Wq): x (N, C, H, W) padded by pads ((top, bottom), (left, right))
+    and split by the stride (S_h, S_w); Hq = ⌈H_pad / S_h⌉, Wq = ⌈W_pad / S_w⌉."""
+    N, C, H, W = x_shape
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
+    S_h, S_w = stride
+    return (N, C, S_h, S_w, -(-(H + pad_top + pad_bottom) // S_h),
+            -(-(W + pad_left + pad_right) // S_w))
+
+
+@helper(inline="always")
+def _runs(W, pad_left, S_w, b, Wq):
+    """For column phase b: the first and past-the-last column j of the phase that holds a
+    column of x (padded column j·S_w + b = x's column j·S_w + b − pad_left, in [0, W))."""
+    first = max(0, -(-(pad_left - b) // S_w))
+    last = min(Wq, -(-(W + pad_left - b) // S_w))
+    return first, max(first, last)
+
+
+@helper()
+def _phase_image(x, n, image, pad_top, pad_left):
+    """image (C, S_h, S_w, Hq, Wq) := x[n] (C, H, W) padded with zeros (pad_top rows above,
+    pad_left columns before, zeros after) and split into phases:
+    image[c, a, b, r, s] = x_pad[n, c, r·S_h + a, s·S_w + b]."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    S_h, S_w, Wq = image.shape[1], image.shape[2], image.shape[4]
+    u = np.uint64
+    image[...] = 0
+    for c in range(C):
+        for h in range(H):
+            r = h + pad_top
+            a, row = r % S_h, r // S_h
+            for b in range(S_w):
+                first, last = _runs(W, pad_left, S_w, b, Wq)
+                source = x[n, c, h]
+                target = image[c, a, b, row]
+                shift = u(first * S_w + b - pad_left)
+                for j in range(u(last - first)):
+                    target[u(first) + j] = source[shift + j * u(S_w)]
+
+
+@kernel(parallel=True)
+def unphase_into(dxq, dx, pad_top, pad_left):
+    """dx (N, C, H, W) := the inside of the padded image whose phases are dxq (the inverse
+    of ``_phase_image``: the padding is dropped)."""
+    N, C, H, W = dx.shape
+    S_h, S_w, Wq = dxq.shape[2], dxq.shape[3], dxq.shape[5]
+    u = np.uint64
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for h in range(H):
+            r = h + pad_top
+            a, row = r % S_h, r // S_h
+            for b in range(S_w):
+                first, last = _runs(W, pad_left, S_w, b, Wq)
+                source = dxq[n, c, a, b, row]
+                target = dx[n, c, h]
+                shift = u(first * S_w + b - pad_left)
+                for j in range(u(last - first)):
+                    target[shift + j * u(S_w)] = source[u(first) + j]
+
+
+
+def tap_offsets(xq_shape, KH, KW, dil_h, dil_w):
+    """(C·KH·KW,) uint64: where, in an image of xq (C, S_h, S_w, Hq, Wq) flattened, tap
+    (c, p, q) reads for output (0, 0); output (i, j) reads i·Wq + j further. Taps in the order
+    of w[o].ravel()."""
+    _, C, S_h, S_w, Hq, Wq = xq_shape
+    c, p, q = np.meshgrid(np.arange(C), np.arange(KH) * dil_h, np.arange(KW) * dil_w,
+                          indexing="ij")
+    offsets = (((c * S_h + p % S_h) * S_w + q % S_w) * Hq + p // S_h) * Wq + q // S_w
+    return offsets.ravel().astype(np.uint64)
+
+
+def grid_length(H_out, W_out, Wq):
+    """Positions of the grid of width Wq from output (0, 0) to output (H_out − 1, W_out − 1)."""
+    return (H_out - 1) * Wq + W_out
+
+
+@kernel(parallel=True, fastmath=FMA)
+def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows):
+    """xq (N, C, S_h, S_w, Hq, Wq) := the phases of x (N, C, H, W) padded (``_phase_image``), and
+    out (N, O, H_out, W_out) := b[o] + Σ_t w[o, t] · (image n's run of tap t), for the taps t
+    at ``offsets``, w (O, T); rows (threads, L) scratch. Each image is split into its phases
+    just before it is read, while it is in the cache."""
+    N, O, H_out, W_out = out.shape
+    T = w.shape[1]
+    Wq = xq.shape[5]
+    L = rows.shape[1]
+    u = np.uint64
+    size = u(xq[0].size)
+    for n in prange(N):
+        acc = rows[numba.get_thread_id()]
+        _phase_image(x, n, xq[n], pad_top, pad_left)
+        X = xq[n].reshape(size)
+        for o in range(O):
+            bias = b[o]
+            for k in range(u(L)):
+                acc[k] = bias
+            t = 0
+            while t + 4 <= T:
+                s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+                w0, w1, w2, w3 = w[o, t], w[o, t + 1], w[o, t + 2], w[o, t + 3]
+                for k in range(u(L)):
+                    acc[k] += (w0 * X[s0 + k] + w1 * X[s1 + k]) + (w2 * X[s2 + k] + w3 * X[s3 + k])
+                t += 4
+            while t < T:
+                s0, w0 = offsets[t], w[o, t]
+                for k in range(u(L)):
+                    acc[k] += w0 * X[s0 + k]
+                t += 1
+            for i in range(H_out):
+                start = u(i) * u(Wq)
+                out[n, o, i, :] = acc[start:start + u(W_out)]
+
+
+@kernel(parallel=True)
+def widen(dout, wide, Wq):
+    """wide (N, O, L) := dout (N, O, H_out, W_out) laid out on the grid of width Wq, zeros in
+    the columns between the rows."""
+    N, O, H_out, W_out = dout.shape
+    for no in prange(N * O):
+        n, o = no // O, no % O
+        wide[n, o] = 0
+        for i in range(H_out):
+            wide[n, o, i * Wq:i * Wq + W_out] = dout[n, o, i]
+
+
+@kernel(parallel=True, fastmath=SUM)
+def _weights(wide, xq, offsets, partial, group):
+    """partial[g] (O, T + 1) := Σ over the images n of group g (``group`` images each) of
+    wide[n, o] · (image n's run of tap t), and in column T Σ wide[n, o] (the bias gradient).
+    The groups run in parallel and are added in order afterwards: the result does not depend
+    on the number of threads."""
+    N, O, L = wide.shape
+    T = offsets.shape[0]
+    u = np.uint64
+    size = u(xq[0].size)
+    zero = wide.dtype.type(0)
+    for g in prange(partial.shape[0]):
+        part = partial[g]
+        part[:] = 0
+        for n in range(g * group, min(N, (g + 1) * group)):
+            X = xq[n].reshape(size)
+            for o in range(O):
+                grad = wide[n, o]
+                t = 0
+                while t + 4 <= T:
+                    s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+                    d0, d1, d2, d3 = zero, zero, zero, zero
+                    for k in range(u(L)):
+                        gk = grad[k]
+                        d0 += gk * X[s0 + k]
+                        d1 += gk * X[s1 + k]
+                        d2 += gk * X[s2 + k]
+                        d3 += gk * X[s3 + k]
+                    part[o, t] += d0
+                    part[o, t + 1] += d1
+                    part[o, t + 2] += d2
+                    part[o, t + 3] += d3
+                    t += 4
+                while t < T:
+                    s0, d0 = offsets[t], zero
+                    for k in range(u(L)):
+                        d0 += grad[k] * X[s0 + k]
+                    part[o, t] += d0
+                    t += 1
+                total = zero
+                for k in range(u(L)):
+                    total += grad[k]
+                part[o, T] += total
+
+
+@kernel(parallel=True, fastmath=FMA)
+def _data(wide, w, offsets, dxq):
+    """dxq (N, C, S_h, S_w, Hq, Wq) := Σ over taps t and output channels o of w[o, t] · wide[n, o]
+    added into image n's run of tap t (four output channels per pass)."""
+    N, O, L = wide.shape
+    T = w.shape[1]
+    u = np.uint64
+    size = u(dxq[0].size)
+    for n in prange(N):
+        D = dxq[n].reshape(size)
+        D[:] = 0
+        for t in range(T):
+            s = offsets[t]
+            run = D[s:s + u(L)]
+            o = 0
+            while o + 4 <= O:
+                g0, g1, g2, g3 = wide[n, o], wide[n, o + 1], wide[n, o + 2], wide[n, o + 3]
+                w0, w1, w2, w3 = w[o, t], w[o + 1, t], w[o + 2, t], w[o + 3, t]
+                for k in range(u(L)):
+                    run[k] += (w0 * g0[k] + w1 * g1[k]) + (w2 * g2[k] + w3 * g3[k])
+                o += 4
+            while o < O:
+                g0, w0 = wide[n, o], w[o, t]
+                for k in range(u(L)):
+                    run[k] += w0 * g0[k]
+                o += 1
+
+
+def forward(x, w, b, stride, pads, dilation, H_out, W_out):
+    """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, KH, KW) + b (O,) (b may be None);
+    returns out and xq, the padded input's phases (what ``backward`` reads)."""
+    N = x.shape[0]
+    O, _, KH, KW = w.shape
+    (pad_top, _), (pad_left, _) = pads
+    xq = np.empty(phase_shape(x.shape, pads, stride), dtype=w.dtype)
+    offsets = tap_offsets(xq.shape, KH, KW, *dilation)
+    out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
+    rows = np.empty((numba.get_num_threads(), grid_length(H_out, W_out, xq.shape[5])), w.dtype)
+    bias = np.zeros(O, w.dtype) if b is None else np.ascontiguousarray(b, dtype=w.dtype)
+    _forward(np.ascontiguousarray(x, dtype=w.dtype), pad_top, pad_left, xq, offsets,
+             w.reshape(O, -1), bias, out, rows)
+    return out, xq
+
+
+def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True):
+    """(dx (N, C, H, W) or None, dw (O, C, KH, KW), db (O,)) given dout (N, O, H_out, W_out),
+    xq from ``forward``, and w. dw and db are summed in groups of ``group`` images, the groups
+    in order."""
+    N, O, H_out, W_out = dout.shape
+    KH, KW = w.shape[2:]
+    Wq = xq.shape[5]
+    offsets = tap_offsets(xq.shape, KH, KW, *dilation)
+    wide = np.empty((N, O, grid_length(H_out, W_out, Wq)), dtype=w.dtype)
+    widen(dout, wide, Wq)
+    partial = np.empty((-(-N // group), O, offsets.size + 1), dtype=w.dtype)
+    _weights(wide, xq, offsets, partial, group)
+    dwb = partial.sum(axis=0)
+    dw = np.ascontiguousarray(dwb[:, :-1]).reshape(w.shape)
+    db = np.ascontiguousarray(dwb[:, -1])
+    if not need_dx:
+        return None, dw, db
+    dxq = np.empty(xq.shape, dtype=w.dtype)
+    _data(wide, w.reshape(O, -1), offsets, dxq)
+    (pad_top, _), (pad_left, _) = pads
+    dx = np.empty(x_shape, dtype=w.dtype)
+    unphase_into(dxq, dx, pad_top, pad_left)
+    return dx, dw, db
