@@ -1,13 +1,18 @@
-"""Prediction fused (minicnn.layers.fusion): under no_grad in evaluation mode Conv2D ->
-BatchNorm2D -> ReLU runs as one convolution with the BatchNorm folded into it, and a ReLU
-clips a fresh output in place. What must hold:
+"""Fusion (minicnn.layers.fusion): a Conv2D -> ReLU writes its output clipped (training too),
+under no_grad in evaluation mode Conv2D -> BatchNorm2D -> ReLU runs as one convolution with the
+BatchNorm folded into it, and a ReLU clips a fresh output in place. What must hold:
 
+* the kernels' ``relu=True`` is the ReLU of their output, bit for bit, NaN included, for every
+  backend and algorithm; in training a fused Conv2D -> ReLU gives the unfused forward and
+  backward passes bit for bit, and the ReLU layer does not run;
 * a fused chain computes the layers' function: within the rounding of both ways (bound below);
 * a whole network under no_grad computes, bit for bit, the plain forward pass of its folded
   twin (``folding.folded``): the network a prediction really runs;
-* only the exact classes fuse, only under no_grad in eval mode; training, a BatchNorm that uses
-  its batch's statistics, and a subclass of ReLU run as themselves.
+* only the exact classes fuse, and BatchNorm folds only under no_grad in eval mode; a BatchNorm
+  that uses its batch's statistics and a subclass of ReLU run as themselves.
 """
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -147,8 +152,22 @@ class ClippedReLU(mc.ReLU):
         return np.minimum(super().forward(x), 0.5)
 
 
-def test_only_the_exact_layers_fuse_and_only_for_prediction():
+def test_only_the_exact_layers_fuse_and_batchnorm_folds_only_for_prediction(monkeypatch):
     cfg = dict(in_channels=2, out_channels=3, kernel_size=3, padding=1)
+    plain = mc.Sequential([mc.Conv2D(**cfg, rng=0), mc.ReLU()])
+    assert fusion.chain_length(plain.layers, 0) == 2           # training: Conv2D -> ReLU
+    plain[1] = ClippedReLU()
+    assert fusion.chain_length(plain.layers, 0) == 1
+    plain[1] = mc.ReLU()
+    with fusion.disabled():
+        assert fusion.chain_length(plain.layers, 0) == 1
+    with monkeypatch.context() as patch:                       # every call watched (trace)
+        patch.setattr(mc.layers.base.Layer, "__call__", lambda self, x: self.forward(x))
+        assert fusion.chain_length(plain.layers, 0) == 1
+        with no_grad():
+            plain.eval()
+            assert fusion.chain_length(plain.layers, 0) == 1
+            assert fusion.relu_in_place(plain[1], np.ones(3)) is None
     model = chain(cfg, np.float32, 5)
     x = np.random.default_rng(6).standard_normal((2, 2, 5, 5)).astype(np.float32)
     assert fusion.chain_length(model.layers, 0) == 1           # caches kept: no fusion
@@ -174,6 +193,80 @@ def test_a_shape_error_reads_the_same_fused_or_not():
     with no_grad(), pytest.raises(ShapeError) as fused:
         model(x)
     assert str(fused.value) == str(plain.value)
+
+
+CONV_KERNELS = [("loops", None), ("fast", None), ("numba", "gemm"), ("numba", "direct"),
+                ("numba", "winograd")]
+
+
+@pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
+@settings(max_examples=max(10, settings.default.max_examples // 4))
+@given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_relu_in_the_kernel_is_the_relu_of_its_output(backend, algorithm, config, dtype, seed):
+    cfg, shape = config
+    assume(window_fits(cfg, shape))
+    if algorithm == "winograd":                  # the shapes Winograd computes: 3×3, stride 1
+        cfg.update(kernel_size=3, stride=1, dilation=1)
+        assume(window_fits(cfg, shape))
+    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
+    x = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
+    x.flat[::7] = np.nan                           # NaN passes through, as with np.maximum
+    pads = layer.padding_for(*shape[2:])
+    bias = layer.bias.data if layer.bias is not None else None
+    args = (x, layer.weight.data, bias, layer.stride, pads, layer.dilation)
+    with kernels.using(backend):
+        module = kernels.conv()
+        if algorithm:
+            module.force(algorithm)
+        try:
+            plain, _ = module.forward(*args)
+            clipped, _ = module.forward(*args, relu=True)
+        finally:
+            if algorithm:
+                module.force(None)
+    np.testing.assert_array_equal(clipped, np.maximum(plain, dtype(0)))
+
+
+def mnist_and_stem():
+    """mnist_cnn (Conv2D -> ReLU twice: gemm, then Winograd) and a Conv2D -> ReLU on the direct
+    algorithm (a 7×7, stride-2 layer with 8 output channels, as resnet_small's first)."""
+    stem = mc.Sequential([mc.Conv2D(3, 8, 7, stride=2, padding=3, rng=4), mc.ReLU(),
+                          mc.Flatten(), mc.Dense(8 * 8 * 8, 10, rng=5), mc.LogSoftmax()])
+    return [(mc.zoo.get("mnist_cnn", rng=0), (6, 1, 28, 28)), (stem, (6, 3, 16, 16))]
+
+
+@pytest.mark.parametrize("backend", ["loops", "fast", "numba"])
+def test_training_fuses_conv_relu_bit_for_bit(backend, monkeypatch):
+    """The forward pass, dx and every gradient of a training step, fused and not; fused, only
+    the ReLUs that follow no convolution run (mnist_cnn's after its first Dense)."""
+    calls = []
+    relu_forward = mc.ReLU.forward
+    monkeypatch.setattr(mc.ReLU, "forward", lambda self, x: calls.append(self) or
+                        relu_forward(self, x))
+    for model, shape in mnist_and_stem():
+        if backend == "loops":
+            shape = (2,) + shape[1:]
+        model.train()
+        after_dense = [layer for before, layer in zip(model.layers, model.layers[1:])
+                       if type(layer) is mc.ReLU and type(before) is not mc.Conv2D]
+        x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
+        dy = np.random.default_rng(10).standard_normal((shape[0], 10)).astype(np.float32)
+        runs = []
+        for fused in (False, True):
+            for layer in model.layers:
+                if isinstance(layer, mc.Dropout):
+                    layer.rng = np.random.default_rng(11)       # the same masks both times
+            calls.clear()
+            with kernels.using(backend), (contextlib.nullcontext() if fused
+                                          else fusion.disabled()):
+                y = model(x)
+                dx = model.backward(dy)
+            assert calls == (after_dense if fused else [layer for layer in model.layers
+                                                        if type(layer) is mc.ReLU])
+            runs.append([y, dx] + [p.grad.copy() for p in model.parameters()])
+        for a, b in zip(*runs):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("backend", ["loops", "fast", "numba"])

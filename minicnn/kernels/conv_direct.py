@@ -29,6 +29,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .elementwise_numba import clip_at_zero
 from .jit import FMA, SUM, helper, kernel
 
 def phase_shape(x_shape, pads, stride):
@@ -111,10 +112,10 @@ def grid_length(H_out, W_out, Wq):
 
 
 @kernel(parallel=True, fastmath=FMA)
-def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows):
+def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows, relu):
     """xq (N, C, S_h, S_w, Hq, Wq) := the phases of x (N, C, H, W) padded (``_phase_image``), and
     out (N, O, H_out, W_out) := b[o] + Σ_t w[o, t] · (image n's run of tap t), for the taps t
-    at ``offsets``, w (O, T); rows (threads, L) scratch. Each image is split into its phases
+    at ``offsets``, w (O, T), then max(·, 0) with ``relu``; rows (threads, L) scratch. Each image is split into its phases
     just before it is read, while it is in the cache."""
     N, O, H_out, W_out = out.shape
     T = w.shape[1]
@@ -145,6 +146,8 @@ def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows):
             for i in range(H_out):
                 start = u(i) * u(Wq)
                 out[n, o, i, :] = acc[start:start + u(W_out)]
+        if relu:
+            clip_at_zero(out[n].reshape(u(O * H_out * W_out)))
 
 
 @kernel(parallel=True)
@@ -232,9 +235,9 @@ def _data(wide, w, offsets, dxq):
                 o += 1
 
 
-def forward(x, w, b, stride, pads, dilation, H_out, W_out):
-    """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, KH, KW) + b (O,) (b may be None);
-    returns out and xq, the padded input's phases (what ``backward`` reads)."""
+def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False):
+    """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, KH, KW) + b (O,) (b may be None),
+    then max(out, 0) with ``relu``; returns out and xq, the padded input's phases (what ``backward`` reads)."""
     N = x.shape[0]
     O, _, KH, KW = w.shape
     (pad_top, _), (pad_left, _) = pads
@@ -244,7 +247,7 @@ def forward(x, w, b, stride, pads, dilation, H_out, W_out):
     rows = np.empty((numba.get_num_threads(), grid_length(H_out, W_out, xq.shape[5])), w.dtype)
     bias = np.zeros(O, w.dtype) if b is None else np.ascontiguousarray(b, dtype=w.dtype)
     _forward(np.ascontiguousarray(x, dtype=w.dtype), pad_top, pad_left, xq, offsets,
-             w.reshape(O, -1), bias, out, rows)
+             w.reshape(O, -1), bias, out, rows, relu)
     return out, xq
 
 

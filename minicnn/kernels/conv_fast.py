@@ -59,11 +59,13 @@ def col2im(dcols, x_pad_shape, kernel, stride, dilation, out_hw):
     return dx_pad
 
 
-def forward(x, w, b, stride, pads, dilation):
+def forward(x, w, b, stride, pads, dilation, relu=False):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
+    relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
+    cache does not change: the convolution's backward does not read its output).
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     N = x.shape[0]
@@ -75,6 +77,8 @@ def forward(x, w, b, stride, pads, dilation):
     if b is not None:
         out += b
     out = np.ascontiguousarray(out.reshape(N, H_out, W_out, O).transpose(0, 3, 1, 2))
+    if relu:
+        np.maximum(out, out.dtype.type(0), out=out)
     cache = (cols, w, b is not None, x.shape, x_pad.shape, stride, pads, dilation)
     return out, cache
 

@@ -23,11 +23,13 @@ def _output_size(size, kernel, stride, dilation):
     return window_output_size(size, kernel, stride, (0, 0), dilation)
 
 
-def forward(x, w, b, stride, pads, dilation):
+def forward(x, w, b, stride, pads, dilation, relu=False):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
+    relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
+    cache does not change: the convolution's backward does not read its output).
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     N, C, H, W = x.shape
@@ -50,6 +52,8 @@ def forward(x, w, b, stride, pads, dilation):
                     out[n, o, i, j] = np.sum(window * w[o])
                     if b is not None:
                         out[n, o, i, j] += b[o]
+    if relu:
+        np.maximum(out, out.dtype.type(0), out=out)
     cache = (x_pad, w, b is not None, x.shape, stride, pads, dilation)
     return out, cache
 

@@ -43,6 +43,7 @@ from numba import prange
 
 from ..core.shapes import window_output_size
 from . import blas, conv_direct, conv_fast, conv_winograd
+from .elementwise_numba import clip_at_zero
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
@@ -253,10 +254,10 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
 
 @kernel(parallel=True)
 def _gemm_forward(x_ph, wb, out, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
-                  gemm, set_threads):
+                  relu, gemm, set_threads):
     """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), one
-    image per iteration; cols (threads, rows, 1, H_out·W_out) is each thread's im2col matrix
-    (its ones row set)."""
+    image per iteration, then max(·, 0) with ``relu``; cols (threads, rows, 1, H_out·W_out) is
+    each thread's im2col matrix (its ones row set)."""
     O, rows = wb.shape
     HW = H_out * W_out
     one, zero = out.dtype.type(1), out.dtype.type(0)
@@ -267,6 +268,8 @@ def _gemm_forward(x_ph, wb, out, cols, KH, KW, stride_h, stride_w, dil_h, dil_w,
         _gemm(gemm, NO_TRANS, NO_TRANS, O, HW, rows, one, wb.ctypes.data, rows,
               buf.ctypes.data, HW, zero, out[n].ctypes.data, HW)
         _set_threads(set_threads, before)
+        if relu:
+            clip_at_zero(out[n].reshape(O * HW))
 
 
 @kernel(parallel=True)
@@ -349,28 +352,30 @@ def _buffers(count, rows, HW, dtype, ones):
 # ----------------------------------------------------------------------------------------
 # the two passes
 # ----------------------------------------------------------------------------------------
-def forward(x, w, b, stride, pads, dilation):
+def forward(x, w, b, stride, pads, dilation, relu=False):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
+    relu: out = max(out, 0), the ReLU after the layer applied to each image's output just
+    written (the cache does not change: the backward pass does not read the output).
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     if w.dtype not in COMPILED_DTYPES:          # e.g. float16: NumPy's kernels
-        out, cache = conv_fast.forward(x, w, b, stride, pads, dilation)
+        out, cache = conv_fast.forward(x, w, b, stride, pads, dilation, relu)
         return out, Fallback((cache,))
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     algo = algorithm(x.shape, w.shape, stride, dilation)
     if algo == "winograd":              # it pads inside its kernels, image by image
         # the cache keeps x itself (not padded) and w; geometry is unused by this backward
-        return conv_winograd.forward(x, w, b, pads), ("winograd", x, w, b is not None, x.shape,
+        return conv_winograd.forward(x, w, b, pads, relu), ("winograd", x, w, b is not None, x.shape,
                                                       pads, None)
     O, _, KH, KW = w.shape
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
     H_out = window_output_size(x.shape[2], KH, stride_h, pads[0], dil_h)
     W_out = window_output_size(x.shape[3], KW, stride_w, pads[1], dil_w)
     if algo == "direct":                # the cache keeps the padded input's phases
-        out, xq = conv_direct.forward(x, w, b, stride, pads, dilation, H_out, W_out)
+        out, xq = conv_direct.forward(x, w, b, stride, pads, dilation, H_out, W_out, relu)
         return out, (algo, xq, w, b is not None, x.shape, pads, dilation)
     x_pad = _padded(x, pads)
     N, C, H_pad, W_pad = x_pad.shape
@@ -383,7 +388,7 @@ def forward(x, w, b, stride, pads, dilation):
     if blas.GEMM is not None:
         cols = _buffers(numba.get_num_threads(), wb.shape[1], HW, w.dtype, b is not None)
         with blas.one_thread_per_product():
-            _gemm_forward(x_ph, wb, flat, cols, *geometry, blas.GEMM[w.dtype],
+            _gemm_forward(x_ph, wb, flat, cols, *geometry, relu, blas.GEMM[w.dtype],
                           blas.SET_THREADS_LOCAL)
     else:
         B = _chunk(wb.shape[1], HW, w.itemsize)
@@ -392,6 +397,8 @@ def forward(x, w, b, stride, pads, dilation):
             nb = min(B, N - n0)
             _im2col(x_ph, n0, cols[:nb], *geometry)
             np.matmul(wb, cols[:nb, :, 0], out=flat[n0:n0 + nb])   # one product per image, in C
+            if relu:
+                np.maximum(flat[n0:n0 + nb], flat.dtype.type(0), out=flat[n0:n0 + nb])
     return out, (algo, x_ph, wb, b is not None, x.shape, pads, geometry + (W_pad,))
 
 

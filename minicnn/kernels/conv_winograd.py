@@ -40,6 +40,7 @@ from . import blas
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
+from .elementwise_numba import clip_at_zero
 from .jit import helper, kernel
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
@@ -145,10 +146,11 @@ def _transform_output(m, b, out, n, scratch):
 
 @kernel(parallel=True)
 def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, M, full, scratch,
-               gemm, set_threads):
+               relu, gemm, set_threads):
     """out (N, O, H_o, W_o) := the window at (crop_top, crop_left) of the 3×3 correlation of
     x (N, C, H, W), padded with zeros (pad_top rows above, pad_left columns before, and below
-    and after as many as the tiles need), with U (16, O, C) the transformed weights; + b (O,).
+    and after as many as the tiles need), with U (16, O, C) the transformed weights; + b (O,);
+    then max(·, 0) with ``relu``.
 
     Each thread's buffers: images (threads, C, 2·TH + 2, 2·TW + 2), zeros, the padded image
     (or no threads at all: x is already that, read in place); V (threads, C, 16, tiles) and
@@ -177,6 +179,8 @@ def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, 
                     out[n, o, i, :] = full[thread, o, crop_top + i, crop_left:crop_left + W_o]
         else:
             _transform_output(m, b, out, n, rows)
+        if relu:
+            clip_at_zero(out[n].reshape(O * H_o * W_o))
 
 
 @helper(inline="always")
@@ -280,10 +284,10 @@ def weight_gradient(x, dout, pads, group):
     return np.ascontiguousarray(dg.transpose(1, 2, 0, 3))
 
 
-def correlate(x, pads, w, b, H_full, W_full, crop):
+def correlate(x, pads, w, b, H_full, W_full, crop, relu=False):
     """The 3×3 correlation of x (N, C, H, W) padded by ``pads`` ((top, bottom), (left, right))
     with w (O, C, 3, 3), + b (O,) (or None), is (N, O, H_full, W_full); returns its window
-    ``crop`` ((top, rows), (left, columns)), (N, O, rows, columns)."""
+    ``crop`` ((top, rows), (left, columns)), (N, O, rows, columns); with ``relu``, max(·, 0)."""
     (pad_top, _), (pad_left, _) = pads
     (crop_top, H_o), (crop_left, W_o) = crop
     N, C, H, W = x.shape
@@ -304,17 +308,18 @@ def correlate(x, pads, w, b, H_full, W_full, crop):
     with blas.one_thread_per_product():
         _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
                    transform_weights(w), bias, out, crop_top, crop_left, images, V, M, full,
-                   scratch, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+                   scratch, relu, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     return out
 
 
-def forward(x, w, b, pads):
+def forward(x, w, b, pads, relu=False):
     """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, 3, 3) + b (O,) (b may be None),
-    stride 1, padding pads ((pad_top, pad_bottom), (pad_left, pad_right))."""
+    stride 1, padding pads ((pad_top, pad_bottom), (pad_left, pad_right)); with ``relu``,
+    max(out, 0)."""
     (pad_top, pad_bottom), (pad_left, pad_right) = pads
     H_out = x.shape[2] + pad_top + pad_bottom - 2
     W_out = x.shape[3] + pad_left + pad_right - 2
-    return correlate(x, pads, w, b, H_out, W_out, ((0, H_out), (0, W_out)))
+    return correlate(x, pads, w, b, H_out, W_out, ((0, H_out), (0, W_out)), relu)
 
 
 def input_gradient(dout, w, x_shape, pads):

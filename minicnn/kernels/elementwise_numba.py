@@ -22,6 +22,15 @@ def _version(kernel, size):
     return kernel if size >= _PARALLEL_SIZE else kernel.run_serial
 
 
+@helper()
+def clip_at_zero(a):
+    """a (1-D, contiguous) := max(a, 0) in place, as ``_relu`` (NaN stays NaN): the convolution
+    kernels' ReLU on an image's output just written, while it is in the cache."""
+    zero = a.dtype.type(0)
+    for i in range(np.uint64(a.size)):
+        a[i] = zero if a[i] <= zero else a[i]
+
+
 @kernel(parallel=True)
 def _relu(x, out):
     zero = out.dtype.type(0)

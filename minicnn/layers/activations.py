@@ -44,6 +44,13 @@ class ReLU(_Elementwise):
         self._cache = kernels.elementwise().relu_forward(x)
         return self._cache
 
+    def computed(self, y):
+        """Take y as this layer's output, computed elsewhere: a convolution that clipped its own
+        output as it wrote it (``layers.fusion``). Keeps what backward needs, as forward does."""
+        self._shape, self._dtype = y.shape, y.dtype
+        self._cache = y
+        return y
+
     def backward(self, dy):
         return kernels.elementwise().relu_backward(self._upstream(dy), self._cache)
 

@@ -148,7 +148,8 @@ class Sequential(Layer):
         shapes = list(shapes)
         i, stop = start, len(self.layers) if stop is None else stop
         while i < stop:
-            # under no_grad in eval mode, Conv2D -> BatchNorm2D -> ReLU run as one (fusion.py)
+            # Conv2D -> ReLU run as one; under no_grad in eval mode, Conv2D -> BatchNorm2D -> ReLU
+            # too (fusion.py)
             n = fusion.chain_length(self.layers[:stop], i)
             shapes.append(tuple(x.shape))
             try:

@@ -105,25 +105,27 @@ class Conv2D(Layer):
                                                    pads, self.dilation)]
 
     # -- the two passes ---------------------------------------------------------------------
-    def forward(self, x):
-        """x (N, C, H, W) -> y (N, O, H_out, W_out)."""
+    def forward(self, x, relu=False):
+        """x (N, C, H, W) -> y (N, O, H_out, W_out); with ``relu`` (``layers.fusion``, for the
+        ReLU after this layer) max(y, 0), applied as y is written."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
         # remembered so that backward uses the kernels whose cache it receives
         self._kernels = kernels.conv()
         bias = self.bias.data if self.bias is not None else None
         y, self._cache = self._kernels.forward(x, self.weight.data, bias, self.stride, pads,
-                                               self.dilation)
+                                               self.dilation, relu=relu)
         self._out_shape = y.shape
         return y
 
-    def forward_with(self, x, weight, bias):
+    def forward_with(self, x, weight, bias, relu=False):
         """This layer's convolution of x (N, C, H, W) with other weights (O, C, KH, KW) and bias
         (O,) or None (``layers.fusion``: BatchNorm folded in), for prediction: nothing is kept
-        for a backward pass. Returns y (N, O, H_out, W_out)."""
+        for a backward pass. Returns y (N, O, H_out, W_out), max(y, 0) with ``relu``."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
-        y, _ = kernels.conv().forward(x, weight, bias, self.stride, pads, self.dilation)
+        y, _ = kernels.conv().forward(x, weight, bias, self.stride, pads, self.dilation,
+                                      relu=relu)
         return y
 
     def backward(self, dy, need_input_grad=True):

@@ -1,4 +1,11 @@
-"""Prediction in fewer passes over memory: a convolution with the BatchNorm and the ReLU after it.
+"""Fewer passes over memory: a convolution with the BatchNorm and the ReLU after it.
+
+A convolution followed by a ReLU writes its output already clipped at 0: the kernel clips each
+image's output as soon as it is written, while it is in the cache (``relu=True``), instead of a
+second pass over the whole batch's output, which is larger than the cache, and a fresh array
+for the ReLU. That holds in training too: the convolution's backward pass reads its input, not
+its output, and the ReLU's reads the clipped output (the ReLU keeps it, ``ReLU.computed``), so
+both layers keep what they keep unfused, and every number is the same bits.
 
 Under ``no_grad`` in evaluation mode nothing is kept for a backward pass, and a chain
 
@@ -13,27 +20,36 @@ so after a convolution it can be folded into the convolution's weights and bias:
     s·(W ∗ x + b) + t = (s·W) ∗ x + (s·b + t)
 
 (what TensorFlow's graph optimiser does when Keras predicts, and PyTorch's inference
-freezing). The ReLU then clips the convolution's own output in place: no array is written and
-read again for either layer. A residual block's last ReLU clips the sum in place the same way.
+freezing). The ReLU then clips the convolution's output as it is written: no array is written
+and read again for either layer. A residual block's last ReLU clips the sum in place.
 Either half works alone: Conv2D -> ReLU (LeNet-5, mnist_cnn) and Conv2D -> BatchNorm2D.
 ``folding.folded(model)`` builds the network this computes, as layers; ``disabled()`` turns
 fusing off.
 
-The numbers: the ReLU in place gives the same bits. The folding rounds s·W and s·b + t instead
+The numbers: the clipped output is the same bits. The folding rounds s·W and s·b + t instead
 of the convolution's output and BatchNorm's steps, so the result moves by a few units in the
 last place of each term's size; ``tests/test_fusion.py`` bounds it. Only these exact classes
-fuse: a subclass may compute something else, and runs as itself.
+fuse: a subclass may compute something else, and runs as itself. Nothing fuses while
+``Layer.__call__`` is wrapped (``minicnn.trace`` records each layer's call): every layer is
+then called, to be seen.
 """
 from contextlib import contextmanager
 
 from .. import kernels
 from .activations import ReLU
-from .base import keeping_caches
+from .base import Layer, keeping_caches
 from .conv import Conv2D
 from .norm import BatchNorm2D
 
 
 _enabled = True
+_PLAIN_CALL = Layer.__call__
+
+
+def _watched():
+    """Whether ``Layer.__call__`` is wrapped (``minicnn.trace`` records every layer's call that
+    way): then every layer runs as itself, to be seen."""
+    return Layer.__call__ is not _PLAIN_CALL
 
 
 @contextmanager
@@ -50,7 +66,7 @@ def disabled():
 
 def fusing(layer):
     """Whether a pass of ``layer`` now may fuse: under no_grad, in evaluation mode."""
-    return _enabled and not keeping_caches() and not layer.training
+    return _enabled and not keeping_caches() and not layer.training and not _watched()
 
 
 def relu_in_place(layer, y):
@@ -62,11 +78,14 @@ def relu_in_place(layer, y):
 
 
 def chain_length(layers, i):
-    """How many of ``layers`` from index i run as one: 1 (the layer alone), or 2 to 3 for a
-    Conv2D followed by a BatchNorm2D in evaluation mode and/or a ReLU."""
+    """How many of ``layers`` from index i run as one: 1 (the layer alone), 2 for a Conv2D
+    followed by a ReLU, or, under no_grad in evaluation mode, 2 to 3 for a Conv2D followed by a
+    BatchNorm2D in evaluation mode and/or a ReLU."""
     conv = layers[i]
-    if type(conv) is not Conv2D or not fusing(conv):
+    if type(conv) is not Conv2D or not _enabled or _watched():
         return 1
+    if not fusing(conv):            # training, or caches kept: the ReLU only
+        return 2 if i + 1 < len(layers) and type(layers[i + 1]) is ReLU else 1
     n = 1
     if i + n < len(layers) and folds(conv, layers[i + n]) and fusing(layers[i + n]):
         n += 1
@@ -93,11 +112,10 @@ def fold(conv, norm):
 def run_chain(layers, x):
     """``layers`` (a chain from ``chain_length``) on x (N, C, H, W) -> their output."""
     conv, rest = layers[0], list(layers[1:])
+    if not fusing(conv):                       # Conv2D -> ReLU, each keeping its cache
+        return rest[0].computed(conv.forward(x, relu=True))
     if rest and type(rest[0]) is BatchNorm2D:
         weight, bias = fold(conv, rest.pop(0))
     else:
         weight, bias = conv.weight.data, conv.bias.data if conv.bias is not None else None
-    y = conv.forward_with(x, weight, bias)
-    if rest:                                   # the ReLU
-        kernels.elementwise().relu_forward(y, out=y)
-    return y
+    return conv.forward_with(x, weight, bias, relu=bool(rest))
