@@ -29,6 +29,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import workspace
 from .elementwise_numba import clip_at_zero
 from .jit import FMA, SUM, helper, kernel
 
@@ -241,9 +242,9 @@ def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False):
     N = x.shape[0]
     O, _, KH, KW = w.shape
     (pad_top, _), (pad_left, _) = pads
-    xq = np.empty(phase_shape(x.shape, pads, stride), dtype=w.dtype)
+    xq = workspace.empty(phase_shape(x.shape, pads, stride), w.dtype)
     offsets = tap_offsets(xq.shape, KH, KW, *dilation)
-    out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
+    out = workspace.empty((N, O, H_out, W_out), w.dtype)
     rows = np.empty((numba.get_num_threads(), grid_length(H_out, W_out, xq.shape[5])), w.dtype)
     bias = np.zeros(O, w.dtype) if b is None else np.ascontiguousarray(b, dtype=w.dtype)
     _forward(np.ascontiguousarray(x, dtype=w.dtype), pad_top, pad_left, xq, offsets,
@@ -259,7 +260,7 @@ def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True):
     KH, KW = w.shape[2:]
     Wq = xq.shape[5]
     offsets = tap_offsets(xq.shape, KH, KW, *dilation)
-    wide = np.empty((N, O, grid_length(H_out, W_out, Wq)), dtype=w.dtype)
+    wide = workspace.empty((N, O, grid_length(H_out, W_out, Wq)), w.dtype)
     widen(dout, wide, Wq)
     partial = np.empty((-(-N // group), O, offsets.size + 1), dtype=w.dtype)
     _weights(wide, xq, offsets, partial, group)
@@ -268,9 +269,9 @@ def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True):
     db = np.ascontiguousarray(dwb[:, -1])
     if not need_dx:
         return None, dw, db
-    dxq = np.empty(xq.shape, dtype=w.dtype)
+    dxq = workspace.empty(xq.shape, w.dtype)
     _data(wide, w.reshape(O, -1), offsets, dxq)
     (pad_top, _), (pad_left, _) = pads
-    dx = np.empty(x_shape, dtype=w.dtype)
+    dx = workspace.empty(x_shape, w.dtype)
     unphase_into(dxq, dx, pad_top, pad_left)
     return dx, dw, db

@@ -42,7 +42,7 @@ import numpy as np
 from numba import prange
 
 from ..core.shapes import window_output_size
-from . import blas, conv_direct, conv_fast, conv_winograd
+from . import blas, conv_direct, conv_fast, conv_winograd, workspace
 from .elementwise_numba import clip_at_zero
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
@@ -141,7 +141,7 @@ def _padded(x, pads):
     if pad_top == pad_bottom == pad_left == pad_right == 0:
         return x
     N, C, H, W = x.shape
-    x_pad = np.empty((N, C, H + pad_top + pad_bottom, W + pad_left + pad_right), dtype=x.dtype)
+    x_pad = workspace.empty((N, C, H + pad_top + pad_bottom, W + pad_left + pad_right), x.dtype)
     _pad_into(x, x_pad, pad_top, pad_left)
     return x_pad
 
@@ -165,7 +165,7 @@ def _phased(x_pad, KH, KW, stride_h, stride_w):
     S = stride_w if stride_w > 1 and KH * KW >= 4 * stride_h * stride_w else 1
     if S == 1:
         return x_pad.reshape(N, C, 1, H_pad, W_pad)
-    x_ph = np.zeros((N, C, S, H_pad, -(-W_pad // S)), dtype=x_pad.dtype)
+    x_ph = workspace.zeros((N, C, S, H_pad, -(-W_pad // S)), x_pad.dtype)
     for t in range(S):
         phase = x_pad[:, :, :, t::S]
         x_ph[:, :, t, :, :phase.shape[3]] = phase
@@ -177,7 +177,7 @@ def _unphased(dx_ph, W_pad):
     N, C, S, H_pad, _ = dx_ph.shape
     if S == 1:
         return dx_ph.reshape(N, C, H_pad, W_pad)
-    dx_pad = np.empty((N, C, H_pad, W_pad), dtype=dx_ph.dtype)
+    dx_pad = workspace.empty((N, C, H_pad, W_pad), dx_ph.dtype)
     for t in range(S):
         columns = dx_pad[:, :, :, t::S]
         columns[...] = dx_ph[:, :, t, :, :columns.shape[3]]
@@ -343,7 +343,7 @@ def _chunk(rows, HW, itemsize):
 def _buffers(count, rows, HW, dtype, ones):
     """``count`` im2col matrices (rows, 1, HW) (a block of one image, as ``_im2col_image``
     writes); with ``ones`` the last row is all ones."""
-    cols = np.empty((count, rows, 1, HW), dtype=dtype)
+    cols = workspace.empty((count, rows, 1, HW), dtype)
     if ones:
         cols[:, -1] = 1
     return cols
@@ -379,7 +379,7 @@ def forward(x, w, b, stride, pads, dilation, relu=False):
         return out, (algo, xq, w, b is not None, x.shape, pads, dilation)
     x_pad = _padded(x, pads)
     N, C, H_pad, W_pad = x_pad.shape
-    out = np.empty((N, O, H_out, W_out), dtype=w.dtype)
+    out = workspace.empty((N, O, H_out, W_out), w.dtype)
     geometry = (KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
     wb = _with_bias(w, b)
     HW = H_out * W_out
@@ -429,14 +429,14 @@ def backward(dout, cache, need_dx=True):
     x_ph, (*geometry, W_pad) = x_pad, geometry     # gemm's cache: the phased input
     KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
     O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
-    dx_ph = np.empty(x_ph.shape if need_dx else (0,) + x_ph.shape[1:], dtype=w.dtype)
+    dx_ph = workspace.empty(x_ph.shape if need_dx else (0,) + x_ph.shape[1:], w.dtype)
     rows = w.shape[1]                 # w is [W | b] here
     flat = dout.reshape(N, O, HW)
     if blas.GEMM is not None:
         threads = numba.get_num_threads()
         partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
         cols = _buffers(threads, rows, HW, w.dtype, has_bias)
-        dcols = np.empty((threads if need_dx else 0, K, 1, HW), dtype=w.dtype)
+        dcols = workspace.empty((threads if need_dx else 0, K, 1, HW), w.dtype)
         with blas.one_thread_per_product():
             _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, _GROUP, *geometry,
                            blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import blas
+from . import blas, workspace
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
@@ -268,9 +268,9 @@ def weight_gradient(x, dout, pads, group):
     threads = numba.get_num_threads()
     dtype = dout.dtype
     in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
-    images = np.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype=dtype)
-    V = np.empty((threads, C, 16, TH * TW), dtype=dtype)
-    DM = np.empty((threads, O, 16, TH * TW), dtype=dtype)
+    images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
+    V = workspace.empty((threads, C, 16, TH * TW), dtype)
+    DM = workspace.empty((threads, O, 16, TH * TW), dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
     partial = np.empty((-(-N // group), 16, O, C), dtype=dtype)
     with blas.one_thread_per_product():
@@ -297,12 +297,12 @@ def correlate(x, pads, w, b, H_full, W_full, crop, relu=False):
     dtype = w.dtype
     # x itself is the padded image when it needs no zeros: no padding, and no odd size
     in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
-    images = np.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype=dtype)
+    images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
     whole = crop == ((0, H_full), (0, W_full))
-    full = np.empty((0 if whole else threads, O, H_full, W_full), dtype=dtype)
-    out = np.empty((N, O, H_o, W_o), dtype=dtype)
-    V = np.empty((threads, C, 16, TH * TW), dtype=dtype)
-    M = np.empty((threads, O, 16, TH * TW), dtype=dtype)
+    full = workspace.empty((0 if whole else threads, O, H_full, W_full), dtype)
+    out = workspace.empty((N, O, H_o, W_o), dtype)
+    V = workspace.empty((threads, C, 16, TH * TW), dtype)
+    M = workspace.empty((threads, O, 16, TH * TW), dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
     bias = np.zeros(O, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
     with blas.one_thread_per_product():

@@ -12,7 +12,7 @@ Arrays of another dtype (float16), or Adam's arrays when they differ in layout, 
 import numpy as np
 from numba import prange
 
-from . import elementwise_loops
+from . import elementwise_loops, workspace
 from .jit import COMPILED_DTYPES, helper, kernel
 
 _PARALLEL_SIZE = 1 << 15     # below this many elements one thread is faster than waking two
@@ -61,7 +61,7 @@ def relu_forward(x, out=None):
     if x.dtype not in COMPILED_DTYPES or not (out is None or _same_layout(x, out)):
         return elementwise_loops.relu_forward(x, out)
     x = np.ascontiguousarray(x)
-    out = np.empty_like(x) if out is None else out
+    out = workspace.empty_like(x) if out is None else out
     _version(_relu, x.size)(x.reshape(-1), out.reshape(-1))
     return out
 
@@ -71,7 +71,7 @@ def relu_backward(dout, out):
     if out.dtype not in COMPILED_DTYPES:
         return elementwise_loops.relu_backward(dout, out)
     dout, out = np.ascontiguousarray(dout), np.ascontiguousarray(out)
-    dx = np.empty_like(out)
+    dx = workspace.empty_like(out)
     _version(_relu_backward, out.size)(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
 

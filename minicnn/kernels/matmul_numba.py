@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import blas
+from . import blas, workspace
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
@@ -72,7 +72,7 @@ def matmul(a, b):
             return np.matmul(a, b)
         a, transa, lda = _layout(a)
         b, transb, ldb = _layout(b)
-        out = np.empty((M, N), dtype=a.dtype)
+        out = workspace.empty((M, N), a.dtype)
         _row_blocks(a.ctypes.data, b.ctypes.data, out, K, transa, transb, lda, ldb, blocks,
                     blas.GEMM[a.dtype], blas.SET_THREADS_LOCAL)
     return out

@@ -25,7 +25,7 @@ None. Arrays of another dtype than float32 and float64 go to ``norm_loops``.
 import numpy as np
 from numba import prange
 
-from . import norm_loops
+from . import norm_loops, workspace
 from .jit import COMPILED_DTYPES, FMA, SUM, Fallback, kernel
 
 _PARALLEL_SIZE = 1 << 15     # below this many elements one thread is faster than waking two
@@ -138,7 +138,7 @@ def _inv_std(var, eps, dtype):
 
 def _apply(x, mean, inv_std, weight, bias):
     """y (N, C, H, W) = (x − mean)·inv_std·γ + β."""
-    y = np.empty_like(x)
+    y = workspace.empty_like(x)
     gamma, beta = _affine(weight, bias, x.shape[1], x.dtype)
     _version(_normalise, x.size)(_planes(x), mean, inv_std, gamma, beta, _planes(y))
     return y
@@ -208,7 +208,7 @@ def backward(dout, cache, weight):
     N, C, H, W = x.shape
     gamma = np.ones(C, x.dtype) if weight is None else weight.astype(x.dtype, copy=False)
     scale = gamma * inv_std
-    dx = np.empty_like(x)
+    dx = workspace.empty_like(x)
     if batch or weight is not None:
         total, dot = _channel_sums(_plane_gradient_sums, dout, x, mean, inv_std)
     if batch:

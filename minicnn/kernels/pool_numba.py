@@ -18,7 +18,7 @@ call of each compiles (cached on disk by ``cache=True``, so later processes load
 import numpy as np
 from numba import prange
 
-from . import pool_fast
+from . import pool_fast, workspace
 from .jit import COMPILED_DTYPES, Fallback, helper, kernel
 
 
@@ -150,7 +150,7 @@ def max_forward(x, kernel, stride, pads, need_cache=True):
     x = np.ascontiguousarray(x)
     geometry = _geometry(x.shape, kernel, stride, pads)
     H_out, W_out, KH, KW, stride_h, stride_w, pad_top, pad_left = geometry
-    out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
+    out = workspace.empty(x.shape[:2] + (H_out, W_out), x.dtype)
     if not need_cache:
         none = np.empty((0, 0, 0, 0), dtype=np.int64)
         if _is_2x2(kernel, stride, pads):
@@ -158,7 +158,7 @@ def max_forward(x, kernel, stride, pads, need_cache=True):
         else:
             _max_forward(x, out, none, KH, KW, stride_h, stride_w, pad_top, pad_left)
         return out, None
-    winner = np.empty(out.shape, dtype=np.int64)
+    winner = workspace.empty(out.shape, np.int64)
     if _is_2x2(kernel, stride, pads):
         _max_forward_2x2(x, out, winner)
     else:
@@ -171,7 +171,7 @@ def max_backward(dout, cache):
     if isinstance(cache, Fallback):
         return pool_fast.max_backward(dout, cache[0])
     x_shape, winner = cache
-    dx = np.empty(x_shape, dtype=dout.dtype)    # zeroed plane by plane, in parallel
+    dx = workspace.empty(x_shape, dout.dtype)    # zeroed plane by plane, in parallel
     _max_backward(np.ascontiguousarray(dout), winner, dx)
     return dx
 
@@ -280,7 +280,7 @@ def _divided_sums(x, kernel, stride, pads, divisor_of, numpy_version):
     geometry = _geometry(x.shape, kernel, stride, pads)
     H_out, W_out = geometry[:2]
     divisor = np.ascontiguousarray(divisor_of(H_out, W_out), dtype=x.dtype)
-    out = np.empty(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
+    out = workspace.empty(x.shape[:2] + (H_out, W_out), x.dtype)
     if _is_2x2(kernel, stride, pads):
         _sum_forward_2x2(x, divisor, out, x.dtype.type(0))
     else:
@@ -321,7 +321,7 @@ def avg_backward(dout, cache):
     if isinstance(cache, Fallback):
         return pool_fast.avg_backward(dout, cache[0])
     x_shape, kernel, stride, pads, divisor = cache
-    dx = np.empty(x_shape, dtype=dout.dtype)    # zeroed plane by plane, in parallel
+    dx = workspace.empty(x_shape, dout.dtype)    # zeroed plane by plane, in parallel
     dout, divisor = np.ascontiguousarray(dout), divisor.astype(dout.dtype, copy=False)
     if _is_2x2(kernel, stride, pads):
         _sum_backward_2x2(dout, divisor, dx, dx.dtype.type(0))

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.errors import ShapeError
 from ..core.random import get_rng
+from ..kernels import workspace
 from .activations import ReLU
 from . import fusion
 from .base import Layer, as_float, children_repr, keeping_caches
@@ -70,9 +71,10 @@ class Add(Layer):
     def forward(self, *inputs):
         inputs = [as_float(x) for x in inputs]
         self.output_shape(*[x.shape for x in inputs])
-        # a fresh array in the first input's dtype, the first sum written straight into it
-        y = inputs[0].copy() if len(inputs) == 1 else np.add(inputs[0], inputs[1],
-                                                               out=np.empty_like(inputs[0]))
+        # a fresh array in the first input's dtype (its memory reused batch after batch:
+        # kernels.workspace), the first sum written straight into it
+        y = inputs[0].copy() if len(inputs) == 1 else np.add(
+            inputs[0], inputs[1], out=workspace.empty_like(inputs[0]))
         for x in inputs[2:]:
             y += x
         self._count, self._shape = len(inputs), y.shape
