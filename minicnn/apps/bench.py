@@ -637,12 +637,14 @@ def table(result):
              f"peak MB: {result['memory']}"]
     cold = result.get("cold_compile")
     if cold:
+        # the warm-up compiles in a child process: this one counts only what it compiled itself
+        where = (f"{cold['compiled']} kernel versions compiled in this process"
+                 if cold["compiled"] else "compiled in a child process")
         lines.append(f"cold compile ({cold['model']}, empty Numba cache, as `python -m minicnn "
                      f"train` starts): first training batch done after "
                      f"{cold['first_batch_s']:.1f} s (NumPy kernels while Numba compiles in the "
                      f"background), every kernel compiled after {cold['all_compiled_s']:.1f} s "
-                     f"({cold['compiled']} versions; import and data: "
-                     f"{cold['import_and_data_s']:.1f} s)")
+                     f"({where}; import and data: {cold['import_and_data_s']:.1f} s)")
     first = result.get("minicnn_first_run")
     if first and first["compiled"] is not None:
         done = (f"compiled {first['compiled']} kernel versions" if first["compiled"]
