@@ -145,15 +145,18 @@ def test_each_algorithm_takes_the_shapes_it_computes(algorithm):
                                       ((4, 3, 3, 3), (1, 1), (2, 1))]:
         assert conv_numba.algorithm((2, 3, 9, 9), w_shape, stride, dilation) == "gemm"
     algorithm(None)
-    for x_shape, w_shape in [((64, 1, 28, 28), (6, 1, 5, 5)), ((64, 1, 28, 28), (32, 1, 3, 3)),
-                             ((64, 8, 16, 16), (8, 8, 3, 3)), ((64, 64, 8, 8), (64, 64, 3, 3))]:
+    for x_shape, w_shape in [((64, 6, 14, 14), (16, 6, 5, 5)), ((64, 1, 28, 28), (32, 1, 3, 3)),
+                             ((64, 8, 16, 16), (8, 8, 1, 1)), ((64, 64, 8, 8), (64, 64, 3, 3)),
+                             ((64, 3, 64, 64), (16, 3, 7, 7))]:
         assert conv_numba.algorithm(x_shape, w_shape, (1, 1)) == "gemm"
     assert conv_numba.algorithm((64, 32, 26, 26), (64, 32, 3, 3), (1, 1)) == (
         "winograd" if conv_numba.blas.GEMM is not None else "gemm")     # mnist_cnn's second
-    # resnet_small's first layer: 8 output channels, a 7×7 kernel covers 12 strides of 2×2
-    assert conv_numba.algorithm((64, 3, 64, 64), (8, 3, 7, 7), (2, 2)) == "direct"
-    for w_shape, stride in [((16, 3, 7, 7), (2, 2)), ((8, 3, 5, 5), (2, 2))]:
-        assert conv_numba.algorithm((64, 3, 64, 64), w_shape, stride) == "gemm"
+    # at most 8 output channels and more than a 1×1 kernel: LeNet-5's first layer,
+    # resnet_small's first (7×7, stride 2) and its 8-channel 3×3 layers
+    for x_shape, w_shape, stride in [((64, 1, 28, 28), (6, 1, 5, 5), (1, 1)),
+                                     ((64, 3, 64, 64), (8, 3, 7, 7), (2, 2)),
+                                     ((64, 8, 16, 16), (8, 8, 3, 3), (1, 1))]:
+        assert conv_numba.algorithm(x_shape, w_shape, stride) == "direct"
     with pytest.raises(ValueError, match="direct"):
         conv_numba.force("fft")
 

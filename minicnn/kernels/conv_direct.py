@@ -25,6 +25,8 @@ phases (``unphase_into``).
 Indices are unsigned (``np.uint64``): Numba then needs no check for negative (wrap-around)
 indices, and the loops vectorise; with signed ones they run several times slower.
 """
+import functools
+
 import numba
 import numpy as np
 from numba import prange
@@ -96,15 +98,19 @@ def unphase_into(dxq, dx, pad_top, pad_left):
 
 
 
+@functools.lru_cache(maxsize=256)
 def tap_offsets(xq_shape, KH, KW, dil_h, dil_w):
     """(C·KH·KW,) uint64: where, in an image of xq (C, S_h, S_w, Hq, Wq) flattened, tap
     (c, p, q) reads for output (0, 0); output (i, j) reads i·Wq + j further. Taps in the order
-    of w[o].ravel()."""
+    of w[o].ravel(). Remembered per geometry (read-only): a batch's layers ask for the same
+    ones every step."""
     _, C, S_h, S_w, Hq, Wq = xq_shape
     c, p, q = np.meshgrid(np.arange(C), np.arange(KH) * dil_h, np.arange(KW) * dil_w,
                           indexing="ij")
     offsets = (((c * S_h + p % S_h) * S_w + q % S_w) * Hq + p // S_h) * Wq + q // S_w
-    return offsets.ravel().astype(np.uint64)
+    offsets = offsets.ravel().astype(np.uint64)
+    offsets.flags.writeable = False
+    return offsets
 
 
 def grid_length(H_out, W_out, Wq):
@@ -116,37 +122,68 @@ def grid_length(H_out, W_out, Wq):
 def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows, relu):
     """xq (N, C, S_h, S_w, Hq, Wq) := the phases of x (N, C, H, W) padded (``_phase_image``), and
     out (N, O, H_out, W_out) := b[o] + Σ_t w[o, t] · (image n's run of tap t), for the taps t
-    at ``offsets``, w (O, T), then max(·, 0) with ``relu``; rows (threads, L) scratch. Each image is split into its phases
-    just before it is read, while it is in the cache."""
+    at ``offsets``, w (O, T), then max(·, 0) with ``relu``; rows (threads, 2, L) scratch. Each
+    image is split into its phases just before it is read, while it is in the cache. Two output
+    channels share each pass over four taps' runs (an odd last channel goes alone): each input
+    value loaded feeds two multiply-adds, each sum loaded and stored takes four."""
     N, O, H_out, W_out = out.shape
     T = w.shape[1]
     Wq = xq.shape[5]
-    L = rows.shape[1]
     u = np.uint64
+    L = u(rows.shape[2])
     size = u(xq[0].size)
     for n in prange(N):
-        acc = rows[numba.get_thread_id()]
+        thread = numba.get_thread_id()
+        acc0, acc1 = rows[thread, 0], rows[thread, 1]
         _phase_image(x, n, xq[n], pad_top, pad_left)
         X = xq[n].reshape(size)
-        for o in range(O):
-            bias = b[o]
-            for k in range(u(L)):
-                acc[k] = bias
+        o = 0
+        while o + 2 <= O:
+            b0, b1 = b[o], b[o + 1]
+            for k in range(L):
+                acc0[k] = b0
+                acc1[k] = b1
             t = 0
             while t + 4 <= T:
                 s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
                 w0, w1, w2, w3 = w[o, t], w[o, t + 1], w[o, t + 2], w[o, t + 3]
-                for k in range(u(L)):
-                    acc[k] += (w0 * X[s0 + k] + w1 * X[s1 + k]) + (w2 * X[s2 + k] + w3 * X[s3 + k])
+                v0, v1, v2, v3 = w[o + 1, t], w[o + 1, t + 1], w[o + 1, t + 2], w[o + 1, t + 3]
+                for k in range(L):
+                    x0, x1, x2, x3 = X[s0 + k], X[s1 + k], X[s2 + k], X[s3 + k]
+                    acc0[k] += (w0 * x0 + w1 * x1) + (w2 * x2 + w3 * x3)
+                    acc1[k] += (v0 * x0 + v1 * x1) + (v2 * x2 + v3 * x3)
                 t += 4
             while t < T:
-                s0, w0 = offsets[t], w[o, t]
-                for k in range(u(L)):
-                    acc[k] += w0 * X[s0 + k]
+                s0, w0, v0 = offsets[t], w[o, t], w[o + 1, t]
+                for k in range(L):
+                    x0 = X[s0 + k]
+                    acc0[k] += w0 * x0
+                    acc1[k] += v0 * x0
                 t += 1
             for i in range(H_out):
                 start = u(i) * u(Wq)
-                out[n, o, i, :] = acc[start:start + u(W_out)]
+                out[n, o, i, :] = acc0[start:start + u(W_out)]
+                out[n, o + 1, i, :] = acc1[start:start + u(W_out)]
+            o += 2
+        if o < O:
+            b0 = b[o]
+            for k in range(L):
+                acc0[k] = b0
+            t = 0
+            while t + 4 <= T:
+                s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+                w0, w1, w2, w3 = w[o, t], w[o, t + 1], w[o, t + 2], w[o, t + 3]
+                for k in range(L):
+                    acc0[k] += (w0 * X[s0 + k] + w1 * X[s1 + k]) + (w2 * X[s2 + k] + w3 * X[s3 + k])
+                t += 4
+            while t < T:
+                s0, w0 = offsets[t], w[o, t]
+                for k in range(L):
+                    acc0[k] += w0 * X[s0 + k]
+                t += 1
+            for i in range(H_out):
+                start = u(i) * u(Wq)
+                out[n, o, i, :] = acc0[start:start + u(W_out)]
         if relu:
             clip_at_zero(out[n].reshape(u(O * H_out * W_out)))
 
@@ -168,7 +205,8 @@ def _weights(wide, xq, offsets, partial, group):
     """partial[g] (O, T + 1) := Σ over the images n of group g (``group`` images each) of
     wide[n, o] · (image n's run of tap t), and in column T Σ wide[n, o] (the bias gradient).
     The groups run in parallel and are added in order afterwards: the result does not depend
-    on the number of threads."""
+    on the number of threads. Two output channels share each pass over four taps' runs (an odd
+    last channel goes alone): eight sums, each input value loaded feeding two of them."""
     N, O, L = wide.shape
     T = offsets.shape[0]
     u = np.uint64
@@ -179,7 +217,45 @@ def _weights(wide, xq, offsets, partial, group):
         part[:] = 0
         for n in range(g * group, min(N, (g + 1) * group)):
             X = xq[n].reshape(size)
-            for o in range(O):
+            o = 0
+            while o + 2 <= O:
+                g0, g1 = wide[n, o], wide[n, o + 1]
+                t = 0
+                while t + 4 <= T:
+                    s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+                    d0, d1, d2, d3 = zero, zero, zero, zero
+                    e0, e1, e2, e3 = zero, zero, zero, zero
+                    for k in range(u(L)):
+                        x0, x1, x2, x3 = X[s0 + k], X[s1 + k], X[s2 + k], X[s3 + k]
+                        a, c = g0[k], g1[k]
+                        d0 += a * x0
+                        d1 += a * x1
+                        d2 += a * x2
+                        d3 += a * x3
+                        e0 += c * x0
+                        e1 += c * x1
+                        e2 += c * x2
+                        e3 += c * x3
+                    part[o, t] += d0
+                    part[o, t + 1] += d1
+                    part[o, t + 2] += d2
+                    part[o, t + 3] += d3
+                    part[o + 1, t] += e0
+                    part[o + 1, t + 1] += e1
+                    part[o + 1, t + 2] += e2
+                    part[o + 1, t + 3] += e3
+                    t += 4
+                while t < T:
+                    s0, d0, e0 = offsets[t], zero, zero
+                    for k in range(u(L)):
+                        x0 = X[s0 + k]
+                        d0 += g0[k] * x0
+                        e0 += g1[k] * x0
+                    part[o, t] += d0
+                    part[o + 1, t] += e0
+                    t += 1
+                o += 2
+            if o < O:
                 grad = wide[n, o]
                 t = 0
                 while t + 4 <= T:
@@ -202,7 +278,9 @@ def _weights(wide, xq, offsets, partial, group):
                         d0 += grad[k] * X[s0 + k]
                     part[o, t] += d0
                     t += 1
+            for o in range(O):
                 total = zero
+                grad = wide[n, o]
                 for k in range(u(L)):
                     total += grad[k]
                 part[o, T] += total
@@ -245,7 +323,8 @@ def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False):
     xq = workspace.empty(phase_shape(x.shape, pads, stride), w.dtype)
     offsets = tap_offsets(xq.shape, KH, KW, *dilation)
     out = workspace.empty((N, O, H_out, W_out), w.dtype)
-    rows = np.empty((numba.get_num_threads(), grid_length(H_out, W_out, xq.shape[5])), w.dtype)
+    rows = np.empty((numba.get_num_threads(), 2, grid_length(H_out, W_out, xq.shape[5])),
+                    w.dtype)
     bias = np.zeros(O, w.dtype) if b is None else np.ascontiguousarray(b, dtype=w.dtype)
     _forward(np.ascontiguousarray(x, dtype=w.dtype), pad_top, pad_left, xq, offsets,
              w.reshape(O, -1), bias, out, rows, relu)

@@ -17,11 +17,12 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   row of a window is a contiguous copy.
 * "direct" (``conv_direct``): the loops of the formula, compiled, any stride; one image per
   thread. Each tap of the kernel is one contiguous multiply-add over the image split into its
-  stride's phases, four taps per pass. The default for few output channels and a large
-  strided kernel (resnet_small's first layer), where im2col would copy each input twelve
-  times for a product of eight rows; slower than "gemm" on the other zoo layers (BLAS keeps
-  its sums in registers, these loops go through memory). Lesson 13 times it, and
-  ``force("direct")`` selects it.
+  stride's phases, four taps and two output channels per pass. The default for at most 8
+  output channels and a kernel larger than 1×1 (LeNet-5's first layer, resnet_small's first
+  and its 8-channel 3×3 layers), where im2col would copy each input KH·KW times to feed a
+  product of a few rows; slower than "gemm" on the other zoo layers (BLAS keeps its sums in
+  registers, these loops go through memory). Lesson 13 times it, and ``force("direct")``
+  selects it.
 
 The gemm path adds a row of ones to the im2col matrix and the bias as a column of the weight
 matrix: ``[W | b] @ [cols; 1]`` adds the bias inside the product, and the gradient of that
@@ -61,13 +62,13 @@ _forced = None
 # 32→32 at 32×32 1.4 times; 16→16 at 16×16 and 64→64 at 8×8 1.1 to 1.2 times slower.
 _WINOGRAD_CHANNELS = 32
 _WINOGRAD_POSITIONS = 256
-# "direct" for few output channels and a large kernel with a stride, where im2col copies every
-# input many times for a product of few rows. Measured with 2 threads, 64 images at 64×64, the
-# 7×7 stride-2 layer from 3 channels: 8 output channels 0.64 times gemm's time forward, 0.88
-# backward; 16 channels 1.14 and 1.27; 5×5 stride 2 (6.25 strides) 1.02 and 1.19. Stride 1
-# (LeNet-5's 5×5 layers, 6 and 16 channels): 1.2 to 4 times slower.
+# "direct" for few output channels, where im2col copies every input KH·KW times for a product
+# of few rows. Measured with 2 threads, 64 images, forward and backward, as a share of gemm's
+# time: resnet_small's 7×7 stride-2 first layer (3 -> 8 channels) 0.47 and 0.59, its 8 -> 8
+# 3×3 layers 0.94 and 0.78, LeNet-5's first layer (1 -> 6, 5×5) 0.73 and 1.0; but a 1×1 layer
+# (a plain product, nothing to copy) 1.4 and 1.2, and 16 output channels (LeNet-5's second
+# layer) 2.3 and 1.4.
 _DIRECT_CHANNELS = 8
-_DIRECT_TAPS = 8
 
 
 def winograd_fits(w_shape, stride, dilation=(1, 1)):
@@ -81,9 +82,9 @@ def algorithm(x_shape, w_shape, stride, dilation=(1, 1)):
     """The algorithm for input (N, C, H, W), weights (O, C, KH, KW), stride and dilation:
     "winograd" for 3×3, stride 1 with at least ``_WINOGRAD_CHANNELS`` channels in and out and
     ``_WINOGRAD_POSITIONS`` input positions; "direct" for at most ``_DIRECT_CHANNELS`` output
-    channels and a strided kernel of at least ``_DIRECT_TAPS`` strides (KH·KW ≥ 8·S_h·S_w:
-    resnet_small's 7×7, stride-2 first layer); "gemm" for every other shape (faster there, measured on one
-    and on two threads: all three split the batch over the threads the same way).
+    channels and a kernel larger than 1×1 (LeNet-5's first layer, resnet_small's first and its
+    8-channel 3×3 layers); "gemm" for every other shape (faster there, measured on one and on
+    two threads: all three split the batch over the threads the same way).
 
     ``force(name)`` or ``with forcing(name):`` overrides it where the algorithm applies
     (tests, lesson 13): "direct" and "gemm" take every shape, "winograd" ``winograd_fits``.
@@ -95,8 +96,7 @@ def algorithm(x_shape, w_shape, stride, dilation=(1, 1)):
                 _forced is None and min(w_shape[0], w_shape[1]) >= _WINOGRAD_CHANNELS
                 and x_shape[2] * x_shape[3] >= _WINOGRAD_POSITIONS):
             return "winograd"
-    if (_forced is None and w_shape[0] <= _DIRECT_CHANNELS and stride[0] * stride[1] > 1
-            and w_shape[2] * w_shape[3] >= _DIRECT_TAPS * stride[0] * stride[1]):
+    if _forced is None and w_shape[0] <= _DIRECT_CHANNELS and w_shape[2] * w_shape[3] > 1:
         return "direct"
     return "gemm"
 
