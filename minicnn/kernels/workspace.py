@@ -46,18 +46,17 @@ def disabled():
         _enabled = previous
 
 
-def _references(entry):
-    buffer = entry[0]
-    return sys.getrefcount(buffer)
+def _references(entries, i):
+    return sys.getrefcount(entries[i][0])
 
 
-# the count of an idle buffer, measured (it depends on the interpreter): its entry in the pool,
-# the name in _references, getrefcount's argument
-_IDLE_REFERENCES = _references([np.empty(1, np.uint8), 0])
+# the count of an idle buffer, measured (it depends on the interpreter): its entry in the pool
+# and getrefcount's argument
+_IDLE_REFERENCES = _references([[np.empty(1, np.uint8), 0]], 0)
 
 
 def _idle(entry):
-    return _references(entry) == _IDLE_REFERENCES
+    return _references([entry], 0) == _IDLE_REFERENCES
 
 
 def _pooled_bytes():
@@ -83,12 +82,15 @@ def empty(shape, dtype=np.float64):
     global _requests
     with _lock:
         _requests += 1
-        # the idle buffer handed out last: the likeliest to be still in the CPU's cache
-        idle = [entry for entry in _buffers.get(size, ()) if _idle(entry)]
-        if idle:
-            entry = max(idle, key=lambda e: e[1])
-            entry[1] = _requests
-            return entry[0].view(dtype).reshape(shape)
+        # the entries are in the order they were last handed out: from the end, the first idle
+        # one is the likeliest to be still in the CPU's cache
+        entries = _buffers.get(size, [])
+        for i in range(len(entries) - 1, -1, -1):
+            if sys.getrefcount(entries[i][0]) == _IDLE_REFERENCES:
+                entry = entries.pop(i)
+                entries.append(entry)
+                entry[1] = _requests
+                return entry[0].view(dtype).reshape(shape)
         _drop(lambda e: _requests - e[1] < STALE)
         if _pooled_bytes() + size > LIMIT:
             return np.empty(shape, dtype)
