@@ -21,9 +21,10 @@ Arrays under ``SMALLEST`` bytes come from NumPy directly: glibc keeps small bloc
 import math
 import sys
 import threading
-from contextlib import contextmanager
 
 import numpy as np
+
+from ..core.switch import Switch
 
 SMALLEST = 1 << 16
 LIMIT = 1 << 30
@@ -32,18 +33,12 @@ STALE = 1000
 _lock = threading.Lock()
 _buffers = {}           # bytes -> [[buffer (uint8), last request that took it], ...]
 _requests = 0
-_enabled = True
+_SWITCH = Switch()
 
 
-@contextmanager
 def disabled():
     """``with workspace.disabled(): ...``: every array from NumPy, none kept."""
-    global _enabled
-    previous, _enabled = _enabled, False
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _SWITCH.off()
 
 
 def _references(entries, i):
@@ -77,7 +72,7 @@ def empty(shape, dtype=np.float64):
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     size = math.prod(shape) * dtype.itemsize
-    if not _enabled or size < SMALLEST:
+    if not _SWITCH.on or size < SMALLEST:
         return np.empty(shape, dtype)
     global _requests
     with _lock:

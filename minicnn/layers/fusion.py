@@ -33,16 +33,16 @@ fuse: a subclass may compute something else, and runs as itself. Nothing fuses w
 ``Layer.__call__`` is wrapped (``minicnn.trace`` records each layer's call): every layer is
 then called, to be seen.
 """
-from contextlib import contextmanager
 
 from .. import kernels
+from ..core.switch import Switch
 from .activations import ReLU
 from .base import Layer, keeping_caches
 from .conv import Conv2D
 from .norm import BatchNorm2D
 
 
-_enabled = True
+_SWITCH = Switch()
 _PLAIN_CALL = Layer.__call__
 
 
@@ -52,21 +52,15 @@ def _watched():
     return Layer.__call__ is not _PLAIN_CALL
 
 
-@contextmanager
 def disabled():
     """``with fusion.disabled(): model(x)``: layer by layer under no_grad too (to compare, or
     to time what fusing saves)."""
-    global _enabled
-    previous, _enabled = _enabled, False
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _SWITCH.off()
 
 
 def fusing(layer):
     """Whether a pass of ``layer`` now may fuse: under no_grad, in evaluation mode."""
-    return _enabled and not keeping_caches() and not layer.training and not _watched()
+    return _SWITCH.on and not keeping_caches() and not layer.training and not _watched()
 
 
 def relu_in_place(layer, y):
@@ -82,7 +76,7 @@ def chain_length(layers, i):
     followed by a ReLU, or, under no_grad in evaluation mode, 2 to 3 for a Conv2D followed by a
     BatchNorm2D in evaluation mode and/or a ReLU."""
     conv = layers[i]
-    if type(conv) is not Conv2D or not _enabled or _watched():
+    if type(conv) is not Conv2D or not _SWITCH.on or _watched():
         return 1
     if not fusing(conv):            # training, or caches kept: the ReLU only
         return 2 if i + 1 < len(layers) and type(layers[i + 1]) is ReLU else 1
