@@ -14,13 +14,13 @@ kernel is ONE multiply-add over a contiguous run of the image, computed on a gri
 (the Wq − W_out columns right of each output row are computed too, and dropped), and the
 compiler turns it into vector instructions. With stride 1 there is one phase, x_pad itself.
 
-The loops take the taps four at a time, so that each pass over an output row loads and stores
-it once for four multiply-adds (one tap per pass goes through memory three times per
-multiply-add). The weights' gradient is the same sums turned around: the dot product of an
-output channel's gradient (on the same grid, zeros in the dropped columns) with each tap's run
-of the input, four taps per pass over the gradient; the input's gradient adds, for each tap,
-four output channels' gradients times their weights into the tap's run, then undoes the
-phases (``unphase_into``).
+The loops take four taps and two output channels per pass over an output row: each input value
+loaded feeds two multiply-adds, and each sum loaded and stored takes four (one tap and one
+channel per pass goes through memory three times per multiply-add). The weights' gradient is
+the same sums turned around: the dot products of two output channels' gradients (on the same
+grid, zeros in the dropped columns) with four taps' runs of the input per pass; the input's
+gradient adds, for each tap, four output channels' gradients times their weights into the
+tap's run, then undoes the phases (``unphase_into``).
 
 Indices are unsigned (``np.uint64``): Numba then needs no check for negative (wrap-around)
 indices, and the loops vectorise; with signed ones they run several times slower.
@@ -34,6 +34,7 @@ from numba import prange
 from . import workspace
 from .elementwise_numba import clip_at_zero
 from .jit import FMA, SUM, helper, kernel
+
 
 def phase_shape(x_shape, pads, stride):
     """(N, C, S_h, S_w, Hq, Wq): x (N, C, H, W) padded by pads ((top, bottom), (left, right))
@@ -316,7 +317,8 @@ def _data(wide, w, offsets, dxq):
 
 def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False):
     """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, KH, KW) + b (O,) (b may be None),
-    then max(out, 0) with ``relu``; returns out and xq, the padded input's phases (what ``backward`` reads)."""
+    then max(out, 0) with ``relu``; returns out and xq, the padded input's phases (what
+    ``backward`` reads)."""
     N = x.shape[0]
     O, _, KH, KW = w.shape
     (pad_top, _), (pad_left, _) = pads

@@ -368,8 +368,8 @@ def forward(x, w, b, stride, pads, dilation, relu=False):
     algo = algorithm(x.shape, w.shape, stride, dilation)
     if algo == "winograd":              # it pads inside its kernels, image by image
         # the cache keeps x itself (not padded) and w; geometry is unused by this backward
-        return conv_winograd.forward(x, w, b, pads, relu), ("winograd", x, w, b is not None, x.shape,
-                                                      pads, None)
+        out = conv_winograd.forward(x, w, b, pads, relu)
+        return out, ("winograd", x, w, b is not None, x.shape, pads, None)
     O, _, KH, KW = w.shape
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
     H_out = window_output_size(x.shape[2], KH, stride_h, pads[0], dil_h)
