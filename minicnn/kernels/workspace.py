@@ -50,8 +50,9 @@ def _references(entries, i):
 _IDLE_REFERENCES = _references([[np.empty(1, np.uint8), 0]], 0)
 
 
-def _idle(entry):
-    return _references([entry], 0) == _IDLE_REFERENCES
+def _idle(entries, i):
+    """Whether no array made from the buffer of ``entries[i]`` is alive."""
+    return _references(entries, i) == _IDLE_REFERENCES
 
 
 def _pooled_bytes():
@@ -61,7 +62,8 @@ def _pooled_bytes():
 def _drop(keep):
     """Drop the idle buffers for which ``keep(entry)`` is false."""
     for size in list(_buffers):
-        _buffers[size] = [e for e in _buffers[size] if keep(e) or not _idle(e)]
+        entries = _buffers[size]
+        _buffers[size] = [e for i, e in enumerate(entries) if keep(e) or not _idle(entries, i)]
         if not _buffers[size]:
             del _buffers[size]
 
@@ -81,7 +83,7 @@ def empty(shape, dtype=np.float64):
         # one is the likeliest to be still in the CPU's cache
         entries = _buffers.get(size, [])
         for i in range(len(entries) - 1, -1, -1):
-            if sys.getrefcount(entries[i][0]) == _IDLE_REFERENCES:
+            if _idle(entries, i):
                 entry = entries.pop(i)
                 entries.append(entry)
                 entry[1] = _requests
