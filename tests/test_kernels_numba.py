@@ -554,10 +554,13 @@ x = rng.standard_normal((16, 3, 33, 33)).astype(np.float32)
 y = bn(x)
 out["bn"] = [y.tolist(), bn.backward(np.cos(y)).tolist(), bn.weight.grad.tolist(),
              bn.bias.grad.tolist(), bn.running_var.tolist(), bn.eval()(x).tolist()]
-dense = mc.Dense(2000, 100, rng=2)                     # 64·2000·100 multiply-adds: rows split
-x = rng.standard_normal((64, 2000)).astype(np.float32)
-y = dense(x)
-out["dense"] = [y.tolist(), dense.backward(np.cos(y)).tolist(), dense.weight.grad.tolist()]
+# 64·2000·100 multiply-adds in each product: split by columns; then 1000·300·64: the forward
+# pass and the input gradient split by rows
+for name, batch, dense in (("dense", 64, mc.Dense(2000, 100, rng=2)),
+                           ("dense rows", 1000, mc.Dense(300, 64, rng=3))):
+    x = rng.standard_normal((batch, dense.in_features)).astype(np.float32)
+    y = dense(x)
+    out[name] = [y.tolist(), dense.backward(np.cos(y)).tolist(), dense.weight.grad.tolist()]
 json.dump({"threads": numba.get_num_threads(), "layer": numba.threading_layer(), "out": out},
           sys.stdout)
 """
@@ -671,7 +674,7 @@ for name in ("gemm", "winograd") * 10:
         conv_numba.backward(out, cache)
     counts.append(get())
 rows = out.reshape(8, -1)
-matmul_numba.matmul(rows, rows.T[:, :300])        # the Dense layer's product, rows split
+matmul_numba.matmul(rows, rows.T[:, :300])        # the Dense layer's product, split
 counts.append(get())
 print(json.dumps(counts))
 """
@@ -695,12 +698,13 @@ def test_blas_thread_count_is_the_same_after_the_kernels():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(64, 9216, 128), (1000, 300, 3), (3, 5, 7), (2, 4096, 512)])
+@pytest.mark.parametrize("shape", [(64, 9216, 128), (128, 64, 9216), (1000, 300, 64),
+                                   (1000, 300, 3), (3, 5, 7), (2, 4096, 512)])
 @pytest.mark.parametrize("layout", ["NN", "NT", "TN", "TT"])
-def test_matmul_splits_the_rows_and_equals_numpy(dtype, shape, layout):
+def test_matmul_splits_over_the_threads_and_equals_numpy(dtype, shape, layout):
     """matmul_numba.matmul (the Dense layer's product) against np.matmul, for operands stored
-    as they are or transposed (w.T), shapes that split over the threads and shapes that do
-    not. Both are sums of K products: each within γ_K·Σ|a|·|b| of the exact value (Higham
+    as they are or transposed (w.T), shapes that split over the threads by columns ((M, K, N)
+    = (64, 9216, 128), (128, 64, 9216)) or by rows ((1000, 300, 64)) and shapes that do not. Both are sums of K products: each within γ_K·Σ|a|·|b| of the exact value (Higham
     §3.1), so within 2·γ_K·(|a| @ |b|) of each other (the same bound as the convolutions)."""
     matmul_numba = pytest.importorskip("minicnn.kernels.matmul_numba")
     M, K, N = shape

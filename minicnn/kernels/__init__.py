@@ -6,7 +6,7 @@
   (``conv_direct``), Winograd's (``conv_winograd``) or im2col in Numba
   and BLAS called from inside the threads; ``elementwise_numba``: ReLU and Adam;
   ``norm_numba``: batch normalisation, two passes over the planes, sums in float64;
-  ``matmul_numba``: the Dense layer's products, rows split over the threads). The
+  ``matmul_numba``: the Dense layer's products, split over the threads). The
   default: training and prediction use these. Imported on first use (Numba loads slowly);
   each kernel compiles once per machine, on its first call (lesson 13).
 
@@ -116,8 +116,8 @@ def elementwise():
 
 
 def matmul():
-    """The matrix product of the Dense layer: compiled (its rows split over Numba's threads,
-    each on one BLAS thread), or ``np.matmul`` for loops/fast."""
+    """The matrix product of the Dense layer: compiled (split by rows or columns over Numba's
+    threads, each block on one BLAS thread), or ``np.matmul`` for loops/fast."""
     if _numba_here():
         from . import matmul_numba
         return matmul_numba.matmul
