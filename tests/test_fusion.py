@@ -2,8 +2,8 @@
 under no_grad in evaluation mode Conv2D -> BatchNorm2D -> ReLU runs as one convolution with the
 BatchNorm folded into it, and a ReLU clips a fresh output in place. What must hold:
 
-* the kernels' ``relu=True`` is the ReLU of their output, bit for bit, NaN included, for every
-  backend and algorithm; in training a fused Conv2D -> ReLU gives the unfused forward and
+* the kernels' ``relu=True`` is the ReLU of their output, and ``pool=True`` the 2×2 max-pool of
+  it, bit for bit, NaN included, for every backend and algorithm; in training a fused Conv2D -> ReLU gives the unfused forward and
   backward passes bit for bit, and the ReLU layer does not run;
 * a fused chain computes the layers' function: within the rounding of both ways (bound below);
 * a whole network under no_grad computes, bit for bit, the plain forward pass of its folded
@@ -185,13 +185,48 @@ def test_only_the_exact_layers_fuse_and_batchnorm_folds_only_for_prediction(monk
     assert fusion.relu_in_place(ClippedReLU(), np.ones(3)) is None
 
 
-def test_a_shape_error_reads_the_same_fused_or_not():
-    model = chain(dict(in_channels=2, out_channels=3, kernel_size=3), np.float32, 7)
-    x = np.zeros((1, 4, 5, 5), np.float32)
+def test_only_a_2x2_max_pool_fuses_and_only_for_prediction():
+    cfg = dict(in_channels=2, out_channels=3, kernel_size=3, padding=1)
+    model = mc.Sequential([mc.Conv2D(**cfg, rng=0), mc.ReLU(), mc.MaxPool2D(2)])
+    model.eval()
+    assert fusion.chain_length(model.layers, 0) == 2           # caches kept: the ReLU only
+    with no_grad():
+        assert fusion.chain_length(model.layers, 0) == 3
+        for other in (mc.MaxPool2D(3), mc.MaxPool2D(2, stride=1), mc.MaxPool2D(2, padding=1),
+                      mc.MaxPool2D(2, padding="same"), mc.AvgPool2D(2), SubPool(2)):
+            model[2] = other.eval()
+            assert fusion.chain_length(model.layers, 0) == 2, other
+        model[2] = mc.MaxPool2D(2, padding="valid").eval()
+        assert fusion.chain_length(model.layers, 0) == 3
+        del model.layers[1]                                    # Conv2D -> MaxPool2D(2)
+        assert fusion.chain_length(model.layers, 0) == 2
+        x = np.random.default_rng(1).standard_normal((2, 2, 7, 7)).astype(np.float32)
+        got = model(x)
+    np.testing.assert_array_equal(got, model(x))               # layer by layer
+
+
+class SubPool(mc.MaxPool2D):
+    """A subclass: it may compute something else, and runs as itself."""
+
+
+def conv_chain_then_pool():
+    return mc.Sequential([mc.Conv2D(2, 3, 3, rng=7), mc.ReLU(), mc.MaxPool2D(2)]).eval()
+
+
+@pytest.mark.parametrize("make,shape,fused_layers", [
+    (lambda: chain(dict(in_channels=2, out_channels=3, kernel_size=3), np.float32, 7),
+     (1, 4, 5, 5), 3),                                  # the convolution's: 4 channels, not 2
+    (conv_chain_then_pool, (1, 2, 3, 4), 3),            # the pool's: a 1×2 output
+])
+def test_a_shape_error_reads_the_same_fused_or_not(make, shape, fused_layers):
+    model = make()
+    x = np.zeros(shape, np.float32)
     with pytest.raises(ShapeError) as plain:
         model(x)
-    with no_grad(), pytest.raises(ShapeError) as fused:
-        model(x)
+    with no_grad():
+        assert fusion.chain_length(model.layers, 0) == fused_layers
+        with pytest.raises(ShapeError) as fused:
+            model(x)
     assert str(fused.value) == str(plain.value)
 
 
@@ -226,6 +261,41 @@ def test_relu_in_the_kernel_is_the_relu_of_its_output(backend, algorithm, config
             if algorithm:
                 module.force(None)
     np.testing.assert_array_equal(clipped, np.maximum(plain, dtype(0)))
+
+
+@pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
+@settings(max_examples=max(10, settings.default.max_examples // 4))
+@given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16), relu=st.booleans())
+def test_pool_in_the_kernel_is_the_max_pool_of_its_output(backend, algorithm, config, dtype,
+                                                         seed, relu):
+    """``pool=True`` is what MaxPool2D(2) computes from the (clipped) output, with the same
+    backend: ties and NaN go the same way, odd rows and columns are dropped."""
+    cfg, shape = config
+    if algorithm == "winograd":
+        cfg.update(kernel_size=3, stride=1, dilation=1)
+    assume(window_fits(cfg, shape))
+    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
+    assume(min(layer.output_shape(shape)[2:]) >= 2)
+    x = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
+    x.flat[::11] = np.nan
+    x.flat[1::5] = 0                    # ties: zeros through the ReLU
+    pads = layer.padding_for(*shape[2:])
+    bias = layer.bias.data if layer.bias is not None else None
+    args = (x, layer.weight.data, bias, layer.stride, pads, layer.dilation)
+    with kernels.using(backend):
+        module = kernels.conv()
+        if algorithm:
+            module.force(algorithm)
+        try:
+            plain, _ = module.forward(*args, relu=relu)
+            pooled, cache = module.forward(*args, relu=relu, pool=True)
+        finally:
+            if algorithm:
+                module.force(None)
+        expected = mc.MaxPool2D(2)(plain)
+    assert cache is None
+    np.testing.assert_array_equal(pooled, expected)
 
 
 def mnist_and_stem():
@@ -279,3 +349,11 @@ def test_every_kernel_backend_fuses(backend):
         twin = folding.folded(model)
         with no_grad():
             np.testing.assert_array_equal(model(x), twin(x))
+    # mnist_cnn: Conv2D -> ReLU, then Conv2D -> ReLU -> MaxPool2D(2) (Winograd in numba)
+    model = mc.zoo.get("mnist_cnn", rng=0).eval()
+    x = np.random.default_rng(9).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    with kernels.using(backend):
+        expected = model(x)
+        with no_grad():
+            assert fusion.chain_length(model.layers, 2) == 3
+            np.testing.assert_array_equal(model(x), expected)

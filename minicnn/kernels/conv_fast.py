@@ -13,6 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..core.shapes import window_output_size
+from . import pool_fast
 
 
 def _output_size(size, kernel, stride, dilation):
@@ -59,13 +60,15 @@ def col2im(dcols, x_pad_shape, kernel, stride, dilation, out_hw):
     return dx_pad
 
 
-def forward(x, w, b, stride, pads, dilation, relu=False):
+def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
     relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
     cache does not change: the convolution's backward does not read its output).
+    pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
+    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); for prediction only: the cache is None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     N = x.shape[0]
@@ -79,6 +82,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False):
     out = np.ascontiguousarray(out.reshape(N, H_out, W_out, O).transpose(0, 3, 1, 2))
     if relu:
         np.maximum(out, out.dtype.type(0), out=out)
+    if pool:
+        pooled, _ = pool_fast.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)), need_cache=False)
+        return pooled, None
     cache = (cols, w, b is not None, x.shape, x_pad.shape, stride, pads, dilation)
     return out, cache
 

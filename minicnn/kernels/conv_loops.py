@@ -9,6 +9,7 @@ The sum over (c, p, q) is one ``np.sum`` over the window; the loops over (n, o, 
 import numpy as np
 
 from ..core.shapes import window_output_size
+from . import pool_loops
 
 
 def _pad(x, pads):
@@ -23,13 +24,15 @@ def _output_size(size, kernel, stride, dilation):
     return window_output_size(size, kernel, stride, (0, 0), dilation)
 
 
-def forward(x, w, b, stride, pads, dilation, relu=False):
+def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
     relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
     cache does not change: the convolution's backward does not read its output).
+    pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
+    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); for prediction only: the cache is None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     N, C, H, W = x.shape
@@ -54,6 +57,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False):
                         out[n, o, i, j] += b[o]
     if relu:
         np.maximum(out, out.dtype.type(0), out=out)
+    if pool:
+        pooled, _ = pool_loops.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)), need_cache=False)
+        return pooled, None
     cache = (x_pad, w, b is not None, x.shape, stride, pads, dilation)
     return out, cache
 

@@ -43,7 +43,7 @@ import numpy as np
 from numba import prange
 
 from ..core.shapes import window_output_size
-from . import blas, conv_direct, conv_fast, conv_winograd, workspace
+from . import blas, conv_direct, conv_fast, conv_winograd, pool_numba, workspace
 from .elementwise_numba import clip_at_zero
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
@@ -352,23 +352,33 @@ def _buffers(count, rows, HW, dtype, ones):
 # ----------------------------------------------------------------------------------------
 # the two passes
 # ----------------------------------------------------------------------------------------
-def forward(x, w, b, stride, pads, dilation, relu=False):
+def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
     relu: out = max(out, 0), the ReLU after the layer applied to each image's output just
     written (the cache does not change: the backward pass does not read the output).
+    pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
+    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); for prediction only: the cache is None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
-    if w.dtype not in COMPILED_DTYPES:          # e.g. float16: NumPy's kernels
+    compiled = w.dtype in COMPILED_DTYPES
+    if pool and not (compiled and algorithm(x.shape, w.shape, stride, dilation) == "winograd"):
+        # only Winograd pools each image's output in its kernel; the others pool afterwards
+        out, _ = forward(x, w, b, stride, pads, dilation, relu)
+        return pool_numba.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
+                                      need_cache=False)[0], None
+    if not compiled:                            # e.g. float16: NumPy's kernels
         out, cache = conv_fast.forward(x, w, b, stride, pads, dilation, relu)
         return out, Fallback((cache,))
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     algo = algorithm(x.shape, w.shape, stride, dilation)
     if algo == "winograd":              # it pads inside its kernels, image by image
+        out = conv_winograd.forward(x, w, b, pads, relu, pool)
+        if pool:
+            return out, None
         # the cache keeps x itself (not padded) and w; geometry is unused by this backward
-        out = conv_winograd.forward(x, w, b, pads, relu)
         return out, ("winograd", x, w, b is not None, x.shape, pads, None)
     O, _, KH, KW = w.shape
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation

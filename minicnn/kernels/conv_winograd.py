@@ -42,6 +42,7 @@ from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
 from .elementwise_numba import clip_at_zero
 from .jit import helper, kernel
+from .pool_numba import max_2x2_plane
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
@@ -146,11 +147,13 @@ def _transform_output(m, b, out, n, scratch):
 
 @kernel(parallel=True)
 def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, M, full, scratch,
-               relu, gemm, set_threads):
+               relu, pool, gemm, set_threads):
     """out (N, O, H_o, W_o) := the window at (crop_top, crop_left) of the 3×3 correlation of
     x (N, C, H, W), padded with zeros (pad_top rows above, pad_left columns before, and below
     and after as many as the tiles need), with U (16, O, C) the transformed weights; + b (O,);
-    then max(·, 0) with ``relu``.
+    then max(·, 0) with ``relu``. With ``pool`` (the window is then the whole output) out
+    (N, O, H_o, W_o) := the maxima of its 2×2, stride-2 windows, taken in full[thread], while
+    the image's output is in the cache.
 
     Each thread's buffers: images (threads, C, 2·TH + 2, 2·TW + 2), zeros, the padded image
     (or no threads at all: x is already that, read in place); V (threads, C, 16, tiles) and
@@ -161,8 +164,9 @@ def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, 
     O = out.shape[1]
     T = V.shape[3]
     H_o, W_o = out.shape[2], out.shape[3]
-    cropped = full.shape[0] > 0
+    cropped = full.shape[0] > 0 and not pool
     one, zero = out.dtype.type(1), out.dtype.type(0)
+    no_winner = np.empty((0, 0), dtype=np.int64)
     for n in prange(N):
         thread = numba.get_thread_id()
         v, m, rows = V[thread], M[thread], scratch[thread]
@@ -172,15 +176,23 @@ def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, 
             _gemm(gemm, NO_TRANS, NO_TRANS, O, T, C, one, U[xi].ctypes.data, C,
                   v[0, xi].ctypes.data, 16 * T, zero, m[0, xi].ctypes.data, 16 * T)
         _set_threads(set_threads, before)
-        if cropped:
+        if pool:
             _transform_output(m, b, full, thread, rows)
+            if relu:
+                clip_at_zero(full[thread].reshape(full[thread].size))
             for o in range(O):
-                for i in range(H_o):
-                    out[n, o, i, :] = full[thread, o, crop_top + i, crop_left:crop_left + W_o]
+                max_2x2_plane(full[thread, o], out[n, o], no_winner, False)
         else:
-            _transform_output(m, b, out, n, rows)
-        if relu:
-            clip_at_zero(out[n].reshape(O * H_o * W_o))
+            if cropped:
+                _transform_output(m, b, full, thread, rows)
+                for o in range(O):
+                    for i in range(H_o):
+                        out[n, o, i, :] = full[thread, o, crop_top + i,
+                                               crop_left:crop_left + W_o]
+            else:
+                _transform_output(m, b, out, n, rows)
+            if relu:
+                clip_at_zero(out[n].reshape(O * H_o * W_o))
 
 
 @helper(inline="always")
@@ -284,10 +296,12 @@ def weight_gradient(x, dout, pads, group):
     return np.ascontiguousarray(dg.transpose(1, 2, 0, 3))
 
 
-def correlate(x, pads, w, b, H_full, W_full, crop, relu=False):
+def correlate(x, pads, w, b, H_full, W_full, crop, relu=False, pool=False):
     """The 3×3 correlation of x (N, C, H, W) padded by ``pads`` ((top, bottom), (left, right))
     with w (O, C, 3, 3), + b (O,) (or None), is (N, O, H_full, W_full); returns its window
-    ``crop`` ((top, rows), (left, columns)), (N, O, rows, columns); with ``relu``, max(·, 0)."""
+    ``crop`` ((top, rows), (left, columns)), (N, O, rows, columns); with ``relu``, max(·, 0);
+    with ``pool`` (crop must be the whole output) the maxima of its 2×2, stride-2 windows,
+    (N, O, ⌊H_full/2⌋, ⌊W_full/2⌋)."""
     (pad_top, _), (pad_left, _) = pads
     (crop_top, H_o), (crop_left, W_o) = crop
     N, C, H, W = x.shape
@@ -299,8 +313,10 @@ def correlate(x, pads, w, b, H_full, W_full, crop, relu=False):
     in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
     images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
     whole = crop == ((0, H_full), (0, W_full))
-    full = workspace.empty((0 if whole else threads, O, H_full, W_full), dtype)
-    out = workspace.empty((N, O, H_o, W_o), dtype)
+    if pool and not whole:
+        raise ValueError(f"correlate: pooling takes the whole output, not the window {crop}")
+    full = workspace.empty((0 if whole and not pool else threads, O, H_full, W_full), dtype)
+    out = workspace.empty((N, O) + ((H_o // 2, W_o // 2) if pool else (H_o, W_o)), dtype)
     V = workspace.empty((threads, C, 16, TH * TW), dtype)
     M = workspace.empty((threads, O, 16, TH * TW), dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
@@ -308,18 +324,20 @@ def correlate(x, pads, w, b, H_full, W_full, crop, relu=False):
     with blas.one_thread_per_product():
         _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
                    transform_weights(w), bias, out, crop_top, crop_left, images, V, M, full,
-                   scratch, relu, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+                   scratch, relu, pool, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     return out
 
 
-def forward(x, w, b, pads, relu=False):
+def forward(x, w, b, pads, relu=False, pool=False):
     """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, 3, 3) + b (O,) (b may be None),
     stride 1, padding pads ((pad_top, pad_bottom), (pad_left, pad_right)); with ``relu``,
-    max(out, 0)."""
+    max(out, 0); with ``pool``, then the maxima of its 2×2, stride-2 windows (N, O, ⌊H_out/2⌋,
+    ⌊W_out/2⌋), each image's while it is in the cache (prediction: a Conv2D -> ReLU ->
+    MaxPool2D(2), ``layers.fusion``)."""
     (pad_top, pad_bottom), (pad_left, pad_right) = pads
     H_out = x.shape[2] + pad_top + pad_bottom - 2
     W_out = x.shape[3] + pad_left + pad_right - 2
-    return correlate(x, pads, w, b, H_out, W_out, ((0, H_out), (0, W_out)), relu)
+    return correlate(x, pads, w, b, H_out, W_out, ((0, H_out), (0, W_out)), relu, pool)
 
 
 def input_gradient(dout, w, x_shape, pads):

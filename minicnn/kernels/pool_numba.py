@@ -72,7 +72,7 @@ def _inside(W_out, KW, stride_w, pad_left, W):
 @kernel(parallel=True)
 def _max_forward(x, out, winner, KH, KW, stride_h, stride_w, pad_top, pad_left):
     """out (N, C, H_out, W_out): each window's maximum; winner: its flat position h·W + w in
-    its plane (none kept when winner has no images: prediction). The window's first real
+    its plane (none kept when winner has no elements: prediction). The window's first real
     element, then row by row, strictly greater: on a tie the first maximum keeps the gradient.
     The maximum and its position stay in registers until the window is done."""
     N, C, H, W = x.shape
@@ -80,7 +80,7 @@ def _max_forward(x, out, winner, KH, KW, stride_h, stride_w, pad_top, pad_left):
     row_lo, row_hi = _bounds(H_out, KH, stride_h, pad_top, H)
     col_lo, col_hi = _bounds(W_out, KW, stride_w, pad_left, W)
     u_W = np.uint64(W)
-    keep = winner.shape[0] > 0
+    keep = winner.size > 0
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         plane = x[n, c].reshape(H * W)
@@ -97,30 +97,37 @@ def _max_forward(x, out, winner, KH, KW, stride_h, stride_w, pad_top, pad_left):
                     winner[n, c, i, j] = at
 
 
+@helper(inline="always")
+def max_2x2_plane(x, out, winner, keep):
+    """out (H_out, W_out) := the maximum of each 2×2, stride-2 window of the plane x (H, W);
+    with ``keep``, winner (H_out, W_out) := its flat position h·W + w in x (else winner is not
+    touched). Row-major, strictly greater: on a tie the first maximum keeps the gradient."""
+    W = x.shape[1]
+    for i in range(out.shape[0]):
+        r0, r1 = x[2 * i], x[2 * i + 1]
+        for j in range(out.shape[1]):
+            best, at = r0[2 * j], 2 * i * W + 2 * j
+            if r0[2 * j + 1] > best:
+                best, at = r0[2 * j + 1], 2 * i * W + 2 * j + 1
+            if r1[2 * j] > best:
+                best, at = r1[2 * j], (2 * i + 1) * W + 2 * j
+            if r1[2 * j + 1] > best:
+                best, at = r1[2 * j + 1], (2 * i + 1) * W + 2 * j + 1
+            out[i, j] = best
+            if keep:
+                winner[i, j] = at
+
+
 @kernel(parallel=True)
 def _max_forward_2x2(x, out, winner):
-    """The 2×2 stride-2 windows of _max_forward, with winners only when winner has images
-    (the test is the same for the whole loop: the compiler makes two loops of it, and the one
-    without positions to keep vectorises)."""
-    N, C, H, W = x.shape
-    H_out, W_out = out.shape[2], out.shape[3]
-    keep = winner.shape[0] > 0
+    """The 2×2 stride-2 windows of _max_forward, with winners only when winner (N, C, H_out,
+    W_out) has elements, else (N, C, 0, 0) (the test is the same for the whole loop: the
+    compiler makes two loops of it, and the one without positions to keep vectorises)."""
+    N, C = x.shape[0], x.shape[1]
+    keep = winner.size > 0
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        for i in range(H_out):
-            r0, r1 = x[n, c, 2 * i], x[n, c, 2 * i + 1]
-            for j in range(W_out):
-                # row-major, strictly greater: on a tie the first maximum keeps the gradient
-                best, at = r0[2 * j], 2 * i * W + 2 * j
-                if r0[2 * j + 1] > best:
-                    best, at = r0[2 * j + 1], 2 * i * W + 2 * j + 1
-                if r1[2 * j] > best:
-                    best, at = r1[2 * j], (2 * i + 1) * W + 2 * j
-                if r1[2 * j + 1] > best:
-                    best, at = r1[2 * j + 1], (2 * i + 1) * W + 2 * j + 1
-                out[n, c, i, j] = best
-                if keep:
-                    winner[n, c, i, j] = at
+        max_2x2_plane(x[n, c], out[n, c], winner[n, c], keep)
 
 
 @kernel(parallel=True)
@@ -152,7 +159,7 @@ def max_forward(x, kernel, stride, pads, need_cache=True):
     H_out, W_out, KH, KW, stride_h, stride_w, pad_top, pad_left = geometry
     out = workspace.empty(x.shape[:2] + (H_out, W_out), x.dtype)
     if not need_cache:
-        none = np.empty((0, 0, 0, 0), dtype=np.int64)
+        none = np.empty(x.shape[:2] + (0, 0), dtype=np.int64)
         if _is_2x2(kernel, stride, pads):
             _max_forward_2x2(x, out, none)
         else:

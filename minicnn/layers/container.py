@@ -149,13 +149,18 @@ class Sequential(Layer):
         i, stop = start, len(self.layers) if stop is None else stop
         while i < stop:
             # Conv2D -> ReLU run as one; under no_grad in eval mode, Conv2D -> BatchNorm2D -> ReLU
-            # too (fusion.py)
+            # -> MaxPool2D(2) too (fusion.py)
             n = fusion.chain_length(self.layers[:stop], i)
             shapes.append(tuple(x.shape))
             try:
                 x = self.layers[i](x) if n == 1 else fusion.run_chain(self.layers[i:i + n], x)
             except ShapeError as err:
-                raise self._with_context(err, i, shapes) from None
+                for j in range(i, i + n - 1):       # which fused layer refused: its context
+                    try:
+                        shapes.append(self.layers[j].output_shape(shapes[-1]))
+                    except ShapeError:
+                        break
+                raise self._with_context(err, len(shapes) - 1, shapes) from None
             shapes += [tuple(x.shape)] * (n - 1)    # the input shapes of the fused layers
             if not keeping_caches():
                 for layer in self.layers[i:i + n]:

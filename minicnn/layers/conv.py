@@ -118,14 +118,15 @@ class Conv2D(Layer):
         self._out_shape = y.shape
         return y
 
-    def forward_with(self, x, weight, bias, relu=False):
+    def forward_with(self, x, weight, bias, relu=False, pool=False):
         """This layer's convolution of x (N, C, H, W) with other weights (O, C, KH, KW) and bias
         (O,) or None (``layers.fusion``: BatchNorm folded in), for prediction: nothing is kept
-        for a backward pass. Returns y (N, O, H_out, W_out), max(y, 0) with ``relu``."""
+        for a backward pass. Returns y (N, O, H_out, W_out), max(y, 0) with ``relu``; with
+        ``pool`` the maxima of its 2×2, stride-2 windows (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋)."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
         y, _ = kernels.conv().forward(x, weight, bias, self.stride, pads, self.dilation,
-                                      relu=relu)
+                                      relu=relu, pool=pool)
         return y
 
     def backward(self, dy, need_input_grad=True):

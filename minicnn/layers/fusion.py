@@ -1,4 +1,4 @@
-"""Fewer passes over memory: a convolution with the BatchNorm and the ReLU after it.
+"""Fewer passes over memory: a convolution with the BatchNorm, ReLU and max-pool after it.
 
 A convolution followed by a ReLU writes its output already clipped at 0: the kernel clips each
 image's output as soon as it is written, while it is in the cache (``relu=True``), instead of a
@@ -11,7 +11,14 @@ Under ``no_grad`` in evaluation mode nothing is kept for a backward pass, and a 
 
     Conv2D -> BatchNorm2D (evaluation mode) -> ReLU
 
-runs as one convolution. In evaluation mode BatchNorm is a fixed affine map per channel,
+runs as one convolution, and so does a chain that ends in a 2×2 max-pool (mnist_cnn):
+
+    Conv2D -> [BatchNorm2D] -> [ReLU] -> MaxPool2D(2)
+
+The kernels then take the maxima of each image's output while it is in the cache, and write
+only the pooled output, a quarter of the size (Winograd's kernel does; the others pool the
+batch's output afterwards, the same numbers). In evaluation mode BatchNorm is a fixed affine
+map per channel,
 
     y = s·x + t,    s = γ / √(running_var + ε),    t = β − s·running_mean,
 
@@ -26,9 +33,9 @@ Either half works alone: Conv2D -> ReLU (LeNet-5, mnist_cnn) and Conv2D -> Batch
 ``folding.folded(model)`` builds the network this computes, as layers; ``disabled()`` turns
 fusing off.
 
-The numbers: the clipped output is the same bits. The folding rounds s·W and s·b + t instead
-of the convolution's output and BatchNorm's steps, so the result moves by a few units in the
-last place of each term's size; ``tests/test_fusion.py`` bounds it. Only these exact classes
+The numbers: the clipped and the pooled outputs are the same bits. The folding rounds s·W and
+s·b + t instead of the convolution's output and BatchNorm's steps, so the result moves by a few
+units in the last place of each term's size; ``tests/test_fusion.py`` bounds it. Only these exact classes
 fuse: a subclass may compute something else, and runs as itself. Nothing fuses while
 ``Layer.__call__`` is wrapped (``minicnn.trace`` records each layer's call): every layer is
 then called, to be seen.
@@ -40,6 +47,7 @@ from .activations import ReLU
 from .base import Layer, keeping_caches
 from .conv import Conv2D
 from .norm import BatchNorm2D
+from .pool import MaxPool2D
 
 
 _SWITCH = Switch()
@@ -73,8 +81,8 @@ def relu_in_place(layer, y):
 
 def chain_length(layers, i):
     """How many of ``layers`` from index i run as one: 1 (the layer alone), 2 for a Conv2D
-    followed by a ReLU, or, under no_grad in evaluation mode, 2 to 3 for a Conv2D followed by a
-    BatchNorm2D in evaluation mode and/or a ReLU."""
+    followed by a ReLU, or, under no_grad in evaluation mode, 2 to 4 for a Conv2D followed by a
+    BatchNorm2D in evaluation mode and/or a ReLU and/or a 2×2 max-pool (``pools``)."""
     conv = layers[i]
     if type(conv) is not Conv2D or not _SWITCH.on or _watched():
         return 1
@@ -85,7 +93,16 @@ def chain_length(layers, i):
         n += 1
     if i + n < len(layers) and type(layers[i + n]) is ReLU:
         n += 1
+    if i + n < len(layers) and pools(layers[i + n]) and fusing(layers[i + n]):
+        n += 1
     return n
+
+
+def pools(layer):
+    """Whether ``layer`` is a MaxPool2D of 2×2 windows, stride 2, no padding: the pool the
+    kernels take (``pool=True``)."""
+    return (type(layer) is MaxPool2D and layer.kernel_size == (2, 2) and layer.stride == (2, 2)
+            and layer.padding != "same" and layer.padding_for(2, 2) == ((0, 0), (0, 0)))
 
 
 def folds(conv, norm):
@@ -112,4 +129,8 @@ def run_chain(layers, x):
         weight, bias = fold(conv, rest.pop(0))
     else:
         weight, bias = conv.weight.data, conv.bias.data if conv.bias is not None else None
-    return conv.forward_with(x, weight, bias, relu=bool(rest))
+    pool = bool(rest) and type(rest[-1]) is MaxPool2D
+    if pool:        # the pool's own error when its window does not fit the convolution's output
+        rest[-1].output_shape(conv.output_shape(x.shape))
+    relu = bool(rest) and type(rest[0]) is ReLU
+    return conv.forward_with(x, weight, bias, relu=relu, pool=pool)
