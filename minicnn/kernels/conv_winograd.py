@@ -195,52 +195,43 @@ def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, 
                 clip_at_zero(out[n].reshape(O * H_o * W_o))
 
 
-@helper(inline="always")
-def _gradient_tile(a, b, c, d, dm, o, t):
-    """dm[o, :, t] := A dY Aᵀ for the tile dY = [[a, b], [c, d]]: A dY has the rows [a, b],
-    [a + c, b + d], [a − c, b − d], [−c, −d], and each row [p, q] times Aᵀ is
-    [p, p + q, p − q, −q]."""
-    for r in range(4):
-        if r == 0:
-            p, q = a, b
-        elif r == 1:
-            p, q = a + c, b + d
-        elif r == 2:
-            p, q = a - c, b - d
-        else:
-            p, q = -c, -d
-        dm[o, 4 * r, t] = p
-        dm[o, 4 * r + 1, t] = p + q
-        dm[o, 4 * r + 2, t] = p - q
-        dm[o, 4 * r + 3, t] = -q
-
-
 @helper()
-def _transform_output_gradient(dout, n, dm):
-    """dm (O, 16, tiles) := A dY Aᵀ of every 2×2 tile dY of dout[n] (O, H_out, W_out): the
-    gradient of M, since Y = Aᵀ M A. The outputs past H_out or W_out count as 0 (the forward
-    pass dropped them); only the last row and column of tiles can have them, so the loop over
-    the others has no branch in it."""
+def _transform_output_gradient(dout, n, dm, rows):
+    """dm (O, 16, tiles) := A dY Aᵀ of every 2×2 tile dY = [[a, b], [c, d]] of dout[n] (O, H_out,
+    W_out): the gradient of M, since Y = Aᵀ M A. A dY has the rows [a, b], [a + c, b + d],
+    [a − c, b − d], [−c, −d], and each row [p, q] times Aᵀ is [p, p + q, p − q, −q]. Two passes,
+    each a contiguous loop the compiler vectorises: A down the columns of a pair of rows into
+    rows (4, ≥ 2·tiles across), then Aᵀ along them. The outputs past H_out or W_out count as 0
+    (the forward pass dropped them): a missing last row reads ``zeros``, a missing last column
+    is the column W_out of rows, made of zeros the same way."""
     O, H_out, W_out = dout.shape[1], dout.shape[2], dout.shape[3]
-    one, two = np.uint64(1), np.uint64(2)
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
     TH, TW = np.uint64((H_out + 1) // 2), np.uint64((W_out + 1) // 2)
-    rows, cols = np.uint64(H_out // 2), np.uint64(W_out // 2)    # tiles wholly inside
     zero = dout.dtype.type(0)
+    zeros = np.zeros(W_out, dout.dtype)
+    if W_out % 2:
+        rows[0, W_out], rows[1, W_out] = zero, zero + zero
+        rows[2, W_out], rows[3, W_out] = zero - zero, -zero
     for o in range(np.uint64(O)):
         for ti in range(TH):
             i = two * ti
-            for tj in range(TW):
-                j, t = two * tj, ti * TW + tj
-                if ti < rows and tj < cols:
-                    _gradient_tile(dout[n, o, i, j], dout[n, o, i, j + one],
-                                   dout[n, o, i + one, j], dout[n, o, i + one, j + one], dm, o, t)
-                else:
-                    right, below = tj < cols, ti < rows
-                    _gradient_tile(dout[n, o, i, j],
-                                   dout[n, o, i, j + one] if right else zero,
-                                   dout[n, o, i + one, j] if below else zero,
-                                   dout[n, o, i + one, j + one] if right and below else zero,
-                                   dm, o, t)
+            top = dout[n, o, i]
+            below = dout[n, o, i + one] if i + one < np.uint64(H_out) else zeros
+            for s in range(np.uint64(W_out)):
+                a, c = top[s], below[s]
+                rows[0, s] = a
+                rows[1, s] = a + c
+                rows[2, s] = a - c
+                rows[3, s] = -c
+            first = ti * TW
+            for k in range(np.uint64(4)):
+                for tj in range(TW):
+                    p, q = rows[k, two * tj], rows[k, two * tj + one]
+                    t = first + tj
+                    dm[o, 4 * k, t] = p
+                    dm[o, 4 * k + one, t] = p + q
+                    dm[o, 4 * k + two, t] = p - q
+                    dm[o, 4 * k + three, t] = -q
 
 
 @kernel(parallel=True)
@@ -261,7 +252,7 @@ def _weight_gradient(x, pad_top, pad_left, dout, partial, group, images, V, DM, 
         before = _set_threads(set_threads, 1)
         for n in range(g * group, min(N, (g + 1) * group)):
             _transform_image(x, n, pad_top, pad_left, images, thread, v, rows)
-            _transform_output_gradient(dout, n, dm)
+            _transform_output_gradient(dout, n, dm, rows)
             beta = dout.dtype.type(0) if n == g * group else one
             for xi in range(16):    # partial[g, ξ] (O, C) (+)= dM[:, ξ] (O, T) @ V[:, ξ]ᵀ (T, C)
                 _gemm(gemm, NO_TRANS, TRANS, O, C, T, one, dm[0, xi].ctypes.data, 16 * T,
