@@ -169,8 +169,10 @@ def test_each_algorithm_takes_the_shapes_it_computes(algorithm):
 # Z the same computation on the absolute values of x, w, b and of the transforms' entries
 # (every term then positive), here in float64. The reference (the loops, same dtype) is within
 # γ_n·Σ|terms| of exact, so the two differ by at most γ_k·Z + γ_n·Σ|terms|. The input gradient
-# is such a correlation too (dout padded by 2, the weights turned, O channels summed): k = O + 11.
-# The weight gradient Gᵀ [Σ (A dY Aᵀ) ⊙ (Bᵀ d B)] G sums over every tile of every image (see
+# is the transpose, Σ over the tiles of B [Σ_o (G g_o Gᵀ) ⊙ (A dY_o Aᵀ)] Bᵀ, the 4×4 tiles two
+# apart added where they overlap: k = O + 12 (4 in U, 2 in A dY Aᵀ, 1 product, O − 1 additions,
+# 3 along the rows and 3 down the columns of B·dV·Bᵀ with the overlaps; see
+# winograd_input_magnitude). The weight gradient Gᵀ [Σ (A dY Aᵀ) ⊙ (Bᵀ d B)] G sums over every tile of every image (see
 # winograd_weight_magnitude). A wrong transform entry or tile offset moves an output by a whole
 # term: far above the bound.
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -211,15 +213,40 @@ def winograd_bounds(module_args, dout_seed, dtype):
     H_out = H + sum(pads[0]) - 2
     W_out = W + sum(pads[1]) - 2
     dout = normal((N, O, H_out, W_out), dout_seed, x.dtype)
-    turned = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     u = np.finfo(dtype).eps / 2
     gamma = lambda k: k * u / (1 - k * u)     # noqa: E731
     Z_out = winograd_magnitude(x, w, b, pads, ((0, H_out), (0, W_out)))
-    Z_dx = winograd_magnitude(dout, turned, None, ((2, 2), (2, 2)),
-                              ((pads[0][0], H), (pads[1][0], W)))
-    return [reference[0] + gamma(C + 11) * Z_out, reference[1] + gamma(O + 11) * Z_dx,
+    Z_dx = winograd_input_magnitude(dout, w, pads, (H, W))
+    return [reference[0] + gamma(C + 11) * Z_out, reference[1] + gamma(O + 12) * Z_dx,
             reference[2] + gamma(N * -(-H_out // 2) * -(-W_out // 2) + 8)
             * winograd_weight_magnitude(x, dout, pads), bounds[3]]
+
+
+def output_tiles(dout):
+    """dout (N, O, H_out, W_out) -> its 2×2 tiles (N, O, TH, TW, 2, 2) in float64, the outputs
+    past the edge (which the forward pass drops) as zeros: they have no gradient."""
+    N, O, H_out, W_out = dout.shape
+    TH, TW = -(-H_out // 2), -(-W_out // 2)
+    dy = np.zeros((N, O, 2 * TH, 2 * TW))
+    dy[:, :, :H_out, :W_out] = dout
+    return dy.reshape(N, O, TH, 2, TW, 2).transpose(0, 1, 2, 4, 3, 5)
+
+
+def winograd_input_magnitude(dout, w, pads, size):
+    """Z of the input gradient (float64): Σ over the tiles of |B| [Σ_o (|G| |g_o| |G|ᵀ) ⊙
+    (|A| |dY_o| |A|ᵀ)] |B|ᵀ, each 4×4 result added at its tile of the padded input, whose
+    inside (from row pads[0][0], column pads[1][0], ``size`` (H, W)) is the gradient's."""
+    dM = np.einsum("ax,notsab,by->notsxy", np.abs(A_T), output_tiles(np.abs(dout)), np.abs(A_T))
+    U = np.einsum("xp,ocpq,yq->ocxy", np.abs(G), np.abs(np.asarray(w, np.float64)), np.abs(G))
+    dd = np.einsum("xr,nctsxy,yq->nctsrq", np.abs(B_T), np.einsum("ocxy,notsxy->nctsxy", U, dM),
+                   np.abs(B_T))                                   # (N, C, TH, TW, 4, 4)
+    N, C, TH, TW = dd.shape[:4]
+    padded = np.zeros((N, C, 2 * TH + 2, 2 * TW + 2))
+    for i in range(TH):
+        for j in range(TW):
+            padded[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += dd[:, :, i, j]
+    (top, _), (left, _) = pads
+    return padded[:, :, top:top + size[0], left:left + size[1]]
 
 
 def winograd_weight_magnitude(x, dout, pads):
@@ -235,10 +262,7 @@ def winograd_weight_magnitude(x, dout, pads):
     x_pad[:, :, pad_top:pad_top + x.shape[2], pad_left:pad_left + x.shape[3]] = x
     d = np.lib.stride_tricks.sliding_window_view(x_pad, (4, 4), axis=(2, 3))[:, :, ::2, ::2]
     V = np.einsum("xr,nctsrq,yq->nctsxy", np.abs(B_T), d, np.abs(B_T))
-    dy = np.zeros((N, O, 2 * TH, 2 * TW))
-    dy[:, :, :H_out, :W_out] = dout                    # outputs past the edge: no gradient
-    dy = dy.reshape(N, O, TH, 2, TW, 2).transpose(0, 1, 2, 4, 3, 5)     # (N, O, TH, TW, 2, 2)
-    dM = np.einsum("ax,notsab,by->notsxy", np.abs(A_T), dy, np.abs(A_T))
+    dM = np.einsum("ax,notsab,by->notsxy", np.abs(A_T), output_tiles(dout), np.abs(A_T))
     dU = np.einsum("notsxy,nctsxy->ocxy", dM, V)
     return np.einsum("xp,ocxy,yq->ocpq", np.abs(G), dU, np.abs(G))
 
@@ -509,11 +533,15 @@ def test_train_step_skips_only_the_first_layers_input_gradient():
         np.testing.assert_array_equal(p.data, q.data)
 
 
-def test_backward_without_input_gradient_gives_the_same_weight_gradients():
+@pytest.mark.parametrize("name", [None, "winograd"])
+def test_backward_without_input_gradient_gives_the_same_weight_gradients(algorithm, name):
     """need_input_grad=False returns None and fills every param.grad exactly as the full pass;
-    a later full pass still returns dx (nothing is left switched off)."""
+    a later full pass still returns dx (nothing is left switched off). Winograd computes both
+    gradients in one pass: the weights' the same without the input's."""
+    algorithm(name)
     model = mc.Sequential([mc.Conv2D(1, 2, 3), mc.Flatten(), mc.Dense(2 * 4 * 4, 3)])
-    x, dy = np.ones((2, 1, 6, 6), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    x = np.random.default_rng(0).standard_normal((5, 1, 6, 6)).astype(np.float32)
+    dy = np.arange(15, dtype=np.float32).reshape(5, 3)
     model(x)
     assert model.backward(dy, need_input_grad=False) is None
     skipped = [p.grad.copy() for p in model.parameters()]
@@ -535,7 +563,8 @@ rng = np.random.default_rng(0)
 out = {}
 for name, layer in [("direct", mc.Conv2D(3, 4, 3, padding=1, rng=1)),
                     ("gemm", mc.Conv2D(3, 4, 3, padding=1, rng=1)),
-                    ("direct", mc.Conv2D(3, 4, 7, stride=2, padding=3, rng=1))]:
+                    ("direct", mc.Conv2D(3, 4, 7, stride=2, padding=3, rng=1)),
+                    ("winograd", mc.Conv2D(3, 4, 3, padding=(1, 2), rng=1))]:
     conv_numba.force(name)
     x = rng.standard_normal((7, 3, 11, 10)).astype(np.float32)
     y = layer(x)

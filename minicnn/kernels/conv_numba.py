@@ -424,8 +424,7 @@ def backward(dout, cache, need_dx=True):
     algo, x_pad, w, has_bias, x_shape, pads, geometry = cache
     dout = np.ascontiguousarray(dout, dtype=w.dtype)
     if algo == "winograd":                # x_pad is x, w the weights (O, C, 3, 3)
-        dx = None if not need_dx else conv_winograd.input_gradient(dout, w, x_shape, pads)
-        dw = conv_winograd.weight_gradient(x_pad, dout, pads, _GROUP)
+        dx, dw = conv_winograd.gradients(x_pad, dout, w, pads, _GROUP, need_dx)
         # the bias gradient Σ dout, in groups of _GROUP images added in order, as the other
         # algorithms: independent of the number of threads
         db = None if not has_bias else np.add.reduce(

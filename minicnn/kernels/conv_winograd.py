@@ -21,16 +21,23 @@ channels is, for each of the 16 positions ξ of the 4×4 tile, a matrix product
 so 16 products of C multiply-adds per (o, tile) instead of 36: the 16 go to BLAS, one image per
 thread, as in the "gemm" algorithm.
 
-The input gradient of a 3×3 stride-1 convolution is itself one: the output gradient padded by 2
-on each side, correlated with the weights turned by 180° and with input and output channels
-swapped (``input_gradient``). The weights' gradient follows from Y = Aᵀ M A and U = G g Gᵀ:
-dM = A dY Aᵀ for each 2×2 tile dY of the output's gradient, dU = Σ over the tiles and images of
-dM ⊙ V (16 products (O, tiles) @ (tiles, C) per image), dg = Gᵀ dU G (``weight_gradient``).
+The backward pass is the same steps transposed, both gradients in one pass over the images
+(``gradients``), since both start from dM = A dY Aᵀ, the gradient of M for each 2×2 tile dY of
+the output's gradient:
+
+    dU[ξ] (O, C) = Σ over the images of dM[ξ] (O, tiles) @ V[ξ]ᵀ (tiles, C),  dg = Gᵀ dU G
+    dV[ξ] (C, tiles) = U[ξ]ᵀ (C, O) @ dM[ξ] (O, tiles),  dd = B dV Bᵀ for each tile,
+
+the tiles' dd added where they overlap (they are 4×4, two apart) to give the input's gradient:
+16 more products per image, and no second image to transform.
 
 Rounding: each output is a sum whose every term went through at most C + 11 roundings (4 in
 U, 2 in V, 1 product, C − 1 additions over the channels, 4 in Aᵀ·M·A, 1 for the bias), so
 |computed − exact| <= γ_(C+11) · Aᵀ [Σ_c (|G| |g_c| |G|ᵀ) ⊙ (|B|ᵀ |d_c| |B|)] A + γ_1·|b|, with
-γ_k = k·u/(1 − k·u) (Higham, §3.1); tests/test_kernels_numba.py checks this bound.
+γ_k = k·u/(1 − k·u) (Higham, §3.1). Each entry of the input's gradient likewise: at most O + 12
+roundings (4 in U, 2 in dM, 1 product, O − 1 additions, 3 along the rows and 3 down the columns
+in B·dV·Bᵀ with the overlapping tiles added), within γ_(O+12) · the same sum of the absolute
+values. tests/test_kernels_numba.py checks these bounds.
 """
 import numba
 import numpy as np
@@ -146,25 +153,22 @@ def _transform_output(m, b, out, n, scratch):
 
 
 @kernel(parallel=True)
-def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, M, full, scratch,
-               relu, pool, gemm, set_threads):
-    """out (N, O, H_o, W_o) := the window at (crop_top, crop_left) of the 3×3 correlation of
-    x (N, C, H, W), padded with zeros (pad_top rows above, pad_left columns before, and below
-    and after as many as the tiles need), with U (16, O, C) the transformed weights; + b (O,);
-    then max(·, 0) with ``relu``. With ``pool`` (the window is then the whole output) out
-    (N, O, H_o, W_o) := the maxima of its 2×2, stride-2 windows, taken in full[thread], while
-    the image's output is in the cache.
+def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, relu, pool, gemm,
+               set_threads):
+    """out (N, O, H_out, W_out) := the 3×3 correlation of x (N, C, H, W), padded with zeros
+    (pad_top rows above, pad_left columns before, and below and after as many as the tiles
+    need), with U (16, O, C) the transformed weights; + b (O,); then max(·, 0) with ``relu``.
+    With ``pool``, out (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋) := the maxima of its 2×2, stride-2
+    windows, taken in full[thread] (O, H_out, W_out) while the image's output is in the cache.
 
     Each thread's buffers: images (threads, C, 2·TH + 2, 2·TW + 2), zeros, the padded image
     (or no threads at all: x is already that, read in place); V (threads, C, 16, tiles) and
-    M (threads, O, 16, tiles), a tile's 16 values close together; full (threads, O, H_full,
-    W_full), the uncropped output (or no threads: out is it); scratch (threads, 8, ≥ 2·TW + 2).
+    M (threads, O, 16, tiles), a tile's 16 values close together; full (threads, O, H_out,
+    W_out) (none without ``pool``); scratch (threads, 8, ≥ 2·TW + 2).
     """
-    N, C = x.shape[0], x.shape[1]
-    O = out.shape[1]
+    N, O = x.shape[0], out.shape[1]
     T = V.shape[3]
-    H_o, W_o = out.shape[2], out.shape[3]
-    cropped = full.shape[0] > 0 and not pool
+    C = x.shape[1]
     one, zero = out.dtype.type(1), out.dtype.type(0)
     no_winner = np.empty((0, 0), dtype=np.int64)
     for n in prange(N):
@@ -176,23 +180,14 @@ def _correlate(x, pad_top, pad_left, U, b, out, crop_top, crop_left, images, V, 
             _gemm(gemm, NO_TRANS, NO_TRANS, O, T, C, one, U[xi].ctypes.data, C,
                   v[0, xi].ctypes.data, 16 * T, zero, m[0, xi].ctypes.data, 16 * T)
         _set_threads(set_threads, before)
+        # the whole output of image n, in out, or in full when it is pooled into out
+        target, at = (full, np.int64(thread)) if pool else (out, np.int64(n))
+        _transform_output(m, b, target, at, rows)
+        if relu:
+            clip_at_zero(target[at].reshape(target[at].size))
         if pool:
-            _transform_output(m, b, full, thread, rows)
-            if relu:
-                clip_at_zero(full[thread].reshape(full[thread].size))
             for o in range(O):
                 max_2x2_plane(full[thread, o], out[n, o], no_winner, False)
-        else:
-            if cropped:
-                _transform_output(m, b, full, thread, rows)
-                for o in range(O):
-                    for i in range(H_o):
-                        out[n, o, i, :] = full[thread, o, crop_top + i,
-                                               crop_left:crop_left + W_o]
-            else:
-                _transform_output(m, b, out, n, rows)
-            if relu:
-                clip_at_zero(out[n].reshape(O * H_o * W_o))
 
 
 @helper()
@@ -234,18 +229,71 @@ def _transform_output_gradient(dout, n, dm, rows):
                     dm[o, 4 * k + three, t] = -q
 
 
+@helper()
+def _untransform_input(dv, dx, n, pad_top, pad_left, TH, TW, bands):
+    """dx[n] (C, H, W) := the inside (from row pad_top, column pad_left) of the gradient of the
+    padded image, given dv (C, 16, tiles), the gradient of every tile's V = Bᵀ d B: the sum over
+    the tiles of B dV Bᵀ, each at its tile, tiles two apart overlapping by two rows and columns.
+    bands (2, 4, 2·TW + 2) is scratch. The transpose of _transform_input's two passes, each
+    written as a contiguous loop: along the rows, a column 2j takes the first column of tile j
+    and the third of tile j − 1 (2j + 1: the second and the fourth); then down the columns,
+    rows 2i and 2i + 1 take band i's and band i − 1's the same way."""
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    u_top, u_left = np.uint64(pad_top), np.uint64(pad_left)
+    TH, TW = np.uint64(TH), np.uint64(TW)
+    last = TW - one
+    for c in range(np.uint64(C)):
+        bands[1, :, :] = 0                 # the band before the first
+        for ti in range(TH + one):
+            rows, above = bands[ti % two], bands[(ti + one) % two]
+            if ti < TH:
+                first = ti * TW
+                for k in range(np.uint64(4)):
+                    g = dv[c, 4 * k:4 * k + 4]
+                    rows[k, 0] = g[0, first]
+                    rows[k, 1] = g[1, first] - g[2, first] + g[3, first]
+                    for j in range(one, TW):
+                        t = first + j
+                        rows[k, two * j] = g[0, t] + (g[1, t - one] + g[2, t - one]
+                                                       - g[0, t - one])
+                        rows[k, two * j + one] = (g[1, t] - g[2, t] + g[3, t]) - g[3, t - one]
+                    rows[k, two * TW] = g[1, first + last] + g[2, first + last] - g[0, first + last]
+                    rows[k, two * TW + one] = -g[3, first + last]
+            else:
+                rows[:, :] = 0             # the band after the last
+            for half in range(two):        # padded rows 2·ti and 2·ti + 1
+                h = two * ti + half
+                if u_top <= h < u_top + np.uint64(H):
+                    row = dx[n, c, h - u_top]
+                    if half == 0:
+                        for s in range(np.uint64(W)):
+                            q = s + u_left
+                            row[s] = rows[0, q] + (above[1, q] + above[2, q] - above[0, q])
+                    else:
+                        for s in range(np.uint64(W)):
+                            q = s + u_left
+                            row[s] = (rows[1, q] - rows[2, q] + rows[3, q]) - above[3, q]
+
+
 @kernel(parallel=True)
-def _weight_gradient(x, pad_top, pad_left, dout, partial, group, images, V, DM, scratch, gemm,
-                     set_threads):
+def _gradients(x, pad_top, pad_left, dout, U, dx, partial, group, images, V, DM, scratch, bands,
+               gemm, set_threads):
     """partial[g] (16, O, C) = Σ over the images n of group g and their tiles of
     dM[:, ξ] (O, tiles) @ V[:, ξ]ᵀ (tiles, C): the gradient of U = G g Gᵀ, with V = Bᵀ d B of x
     padded as in _correlate and dM = A dY Aᵀ of dout (N, O, H_out, W_out). Groups of ``group``
     images run in parallel and are added in order afterwards: the result does not depend on
-    the number of threads. images, V (threads, C, 16, tiles), DM (threads, O, 16, tiles) and
-    scratch are each thread's, as in _correlate."""
+    the number of threads. When dx has images, the input gradient dx (N, C, H, W) too: for each
+    image dV[:, ξ] (C, tiles) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, tiles), U (16, O, C) the
+    transformed weights, written over V once the weight gradient's products have read it, then
+    B dV Bᵀ of every tile added into dx (_untransform_input). images, V (threads, C, 16,
+    tiles), DM (threads, O, 16, tiles), scratch and bands (threads, 2, 4, ≥ 2·TW + 2) are each
+    thread's, as in _correlate."""
     N, C = x.shape[0], x.shape[1]
     O, T = dout.shape[1], V.shape[3]
-    one = dout.dtype.type(1)
+    TH, TW = (dout.shape[2] + 1) // 2, (dout.shape[3] + 1) // 2
+    need_dx = dx.shape[0] > 0
+    one, zero = dout.dtype.type(1), dout.dtype.type(0)
     for g in prange(partial.shape[0]):
         thread = numba.get_thread_id()
         v, dm, rows = V[thread], DM[thread], scratch[thread]
@@ -253,17 +301,24 @@ def _weight_gradient(x, pad_top, pad_left, dout, partial, group, images, V, DM, 
         for n in range(g * group, min(N, (g + 1) * group)):
             _transform_image(x, n, pad_top, pad_left, images, thread, v, rows)
             _transform_output_gradient(dout, n, dm, rows)
-            beta = dout.dtype.type(0) if n == g * group else one
+            beta = zero if n == g * group else one
             for xi in range(16):    # partial[g, ξ] (O, C) (+)= dM[:, ξ] (O, T) @ V[:, ξ]ᵀ (T, C)
                 _gemm(gemm, NO_TRANS, TRANS, O, C, T, one, dm[0, xi].ctypes.data, 16 * T,
                       v[0, xi].ctypes.data, 16 * T, beta, partial[g, xi].ctypes.data, C)
+            if need_dx:
+                for xi in range(16):    # dV[:, ξ] (C, T) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, T)
+                    _gemm(gemm, TRANS, NO_TRANS, C, T, O, one, U[xi].ctypes.data, C,
+                          dm[0, xi].ctypes.data, 16 * T, zero, v[0, xi].ctypes.data, 16 * T)
+                _untransform_input(v, dx, n, pad_top, pad_left, TH, TW, bands[thread])
         _set_threads(set_threads, before)
 
 
-def weight_gradient(x, dout, pads, group):
-    """dw (O, C, 3, 3) of out = x ⋆ w (3×3, stride 1, padding pads), given x (N, C, H, W) and
-    dout (N, O, H_out, W_out): Gᵀ dU G with dU = Σ dM ⊙ V over the images and tiles, in groups
-    of ``group`` images added in order."""
+def gradients(x, dout, w, pads, group, need_dx=True):
+    """(dx (N, C, H, W) or None, dw (O, C, 3, 3)) of out = x ⋆ w (3×3, stride 1, padding
+    pads), given x (N, C, H, W) and dout (N, O, H_out, W_out), in one pass over the images:
+    both read dM = A dY Aᵀ. dw = Gᵀ dU G with dU = Σ dM ⊙ V over the images and tiles, in
+    groups of ``group`` images added in order; dx the inside of Σ over the tiles of
+    B (Σ_o U ⊙ dM) Bᵀ, the transpose of the forward pass."""
     (pad_top, _), (pad_left, _) = pads
     N, C, H, W = x.shape
     O, H_out, W_out = dout.shape[1:]
@@ -275,48 +330,19 @@ def weight_gradient(x, dout, pads, group):
     V = workspace.empty((threads, C, 16, TH * TW), dtype)
     DM = workspace.empty((threads, O, 16, TH * TW), dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
+    bands = np.empty((threads, 2, 4, 2 * TW + 2), dtype=dtype)
     partial = np.empty((-(-N // group), 16, O, C), dtype=dtype)
+    dx = workspace.empty((N if need_dx else 0, C, H, W), dtype)
     with blas.one_thread_per_product():
-        _weight_gradient(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
-                         np.ascontiguousarray(dout), partial, group, images, V, DM, scratch,
-                         blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+        _gradients(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
+                   np.ascontiguousarray(dout), transform_weights(np.ascontiguousarray(w, dtype)),
+                   dx, partial, group, images, V, DM, scratch, bands, blas.GEMM[dtype],
+                   blas.SET_THREADS_LOCAL)
     dU = partial.sum(axis=0).reshape(4, 4, O, C)
     g = G.astype(dtype)
     dg = np.tensordot(g, dU, axes=([0], [0]))         # (3, 4, O, C): Gᵀ dU
     dg = np.tensordot(dg, g, axes=([1], [0]))         # (3, O, C, 3): Gᵀ dU G
-    return np.ascontiguousarray(dg.transpose(1, 2, 0, 3))
-
-
-def correlate(x, pads, w, b, H_full, W_full, crop, relu=False, pool=False):
-    """The 3×3 correlation of x (N, C, H, W) padded by ``pads`` ((top, bottom), (left, right))
-    with w (O, C, 3, 3), + b (O,) (or None), is (N, O, H_full, W_full); returns its window
-    ``crop`` ((top, rows), (left, columns)), (N, O, rows, columns); with ``relu``, max(·, 0);
-    with ``pool`` (crop must be the whole output) the maxima of its 2×2, stride-2 windows,
-    (N, O, ⌊H_full/2⌋, ⌊W_full/2⌋)."""
-    (pad_top, _), (pad_left, _) = pads
-    (crop_top, H_o), (crop_left, W_o) = crop
-    N, C, H, W = x.shape
-    O = w.shape[0]
-    TH, TW = tiles(H_full, W_full)
-    threads = numba.get_num_threads()
-    dtype = w.dtype
-    # x itself is the padded image when it needs no zeros: no padding, and no odd size
-    in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
-    images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
-    whole = crop == ((0, H_full), (0, W_full))
-    if pool and not whole:
-        raise ValueError(f"correlate: pooling takes the whole output, not the window {crop}")
-    full = workspace.empty((0 if whole and not pool else threads, O, H_full, W_full), dtype)
-    out = workspace.empty((N, O) + ((H_o // 2, W_o // 2) if pool else (H_o, W_o)), dtype)
-    V = workspace.empty((threads, C, 16, TH * TW), dtype)
-    M = workspace.empty((threads, O, 16, TH * TW), dtype)
-    scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
-    bias = np.zeros(O, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
-    with blas.one_thread_per_product():
-        _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
-                   transform_weights(w), bias, out, crop_top, crop_left, images, V, M, full,
-                   scratch, relu, pool, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
-    return out
+    return (dx if need_dx else None), np.ascontiguousarray(dg.transpose(1, 2, 0, 3))
 
 
 def forward(x, w, b, pads, relu=False, pool=False):
@@ -326,17 +352,23 @@ def forward(x, w, b, pads, relu=False, pool=False):
     ⌊W_out/2⌋), each image's while it is in the cache (prediction: a Conv2D -> ReLU ->
     MaxPool2D(2), ``layers.fusion``)."""
     (pad_top, pad_bottom), (pad_left, pad_right) = pads
-    H_out = x.shape[2] + pad_top + pad_bottom - 2
-    W_out = x.shape[3] + pad_left + pad_right - 2
-    return correlate(x, pads, w, b, H_out, W_out, ((0, H_out), (0, W_out)), relu, pool)
-
-
-def input_gradient(dout, w, x_shape, pads):
-    """dx (N, C, H, W) of out = x ⋆ w (3×3, stride 1, padding pads), given dout (N, O, H_out,
-    W_out): dout padded by 2, correlated with w turned by 180° and its channels swapped, is the
-    gradient of the padded input; dx is its inside."""
-    (pad_top, _), (pad_left, _) = pads
-    H, W = x_shape[2:]
-    turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    return correlate(dout, ((2, 2), (2, 2)), turned, None, dout.shape[2] + 2, dout.shape[3] + 2,
-                     ((pad_top, H), (pad_left, W)))
+    N, C, H, W = x.shape
+    O = w.shape[0]
+    H_out, W_out = H + pad_top + pad_bottom - 2, W + pad_left + pad_right - 2
+    TH, TW = tiles(H_out, W_out)
+    threads = numba.get_num_threads()
+    dtype = w.dtype
+    # x itself is the padded image when it needs no zeros: no padding, and no odd size
+    in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
+    images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
+    full = workspace.empty((threads if pool else 0, O, H_out, W_out), dtype)
+    out = workspace.empty((N, O) + ((H_out // 2, W_out // 2) if pool else (H_out, W_out)), dtype)
+    V = workspace.empty((threads, C, 16, TH * TW), dtype)
+    M = workspace.empty((threads, O, 16, TH * TW), dtype)
+    scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
+    bias = np.zeros(O, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
+    with blas.one_thread_per_product():
+        _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
+                   transform_weights(w), bias, out, images, V, M, full, scratch, relu, pool,
+                   blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+    return out
