@@ -185,11 +185,11 @@ def test_only_the_exact_layers_fuse_and_batchnorm_folds_only_for_prediction(monk
     assert fusion.relu_in_place(ClippedReLU(), np.ones(3)) is None
 
 
-def test_only_a_2x2_max_pool_fuses_and_only_for_prediction():
+def test_only_a_2x2_max_pool_fuses():
     cfg = dict(in_channels=2, out_channels=3, kernel_size=3, padding=1)
     model = mc.Sequential([mc.Conv2D(**cfg, rng=0), mc.ReLU(), mc.MaxPool2D(2)])
     model.eval()
-    assert fusion.chain_length(model.layers, 0) == 2           # caches kept: the ReLU only
+    assert fusion.chain_length(model.layers, 0) == 3           # caches kept (training) too
     with no_grad():
         assert fusion.chain_length(model.layers, 0) == 3
         for other in (mc.MaxPool2D(3), mc.MaxPool2D(2, stride=1), mc.MaxPool2D(2, padding=1),
@@ -203,6 +203,7 @@ def test_only_a_2x2_max_pool_fuses_and_only_for_prediction():
         x = np.random.default_rng(1).standard_normal((2, 2, 7, 7)).astype(np.float32)
         got = model(x)
     np.testing.assert_array_equal(got, model(x))               # layer by layer
+    assert fusion.chain_length(model.layers, 0) == 1           # training: only after a ReLU
 
 
 class SubPool(mc.MaxPool2D):
@@ -270,7 +271,8 @@ def test_relu_in_the_kernel_is_the_relu_of_its_output(backend, algorithm, config
 def test_pool_in_the_kernel_is_the_max_pool_of_its_output(backend, algorithm, config, dtype,
                                                          seed, relu):
     """``pool=True`` is what MaxPool2D(2) computes from the (clipped) output, with the same
-    backend: ties and NaN go the same way, odd rows and columns are dropped."""
+    backend: ties and NaN go the same way, odd rows and columns are dropped; the pool's cache
+    sends a gradient back to the same places."""
     cfg, shape = config
     if algorithm == "winograd":
         cfg.update(kernel_size=3, stride=1, dilation=1)
@@ -289,37 +291,52 @@ def test_pool_in_the_kernel_is_the_max_pool_of_its_output(backend, algorithm, co
             module.force(algorithm)
         try:
             plain, _ = module.forward(*args, relu=relu)
-            pooled, cache = module.forward(*args, relu=relu, pool=True)
+            predicted, none = module.forward(*args, relu=relu, pool=True, need_cache=False)
+            pooled, (_, pool_cache) = module.forward(*args, relu=relu, pool=True)
         finally:
             if algorithm:
                 module.force(None)
-        expected = mc.MaxPool2D(2)(plain)
-    assert cache is None
+        layer = mc.MaxPool2D(2)
+        expected = layer(plain)
+        dy = np.random.default_rng(seed + 2).standard_normal(expected.shape).astype(dtype)
+        spread = kernels.pool().max_backward(dy, pool_cache)
+        expected_spread = layer.backward(dy)
+    assert none is None
+    np.testing.assert_array_equal(predicted, expected)
     np.testing.assert_array_equal(pooled, expected)
+    np.testing.assert_array_equal(spread, expected_spread)
 
 
 def mnist_and_stem():
-    """mnist_cnn (Conv2D -> ReLU twice: gemm, then Winograd) and a Conv2D -> ReLU on the direct
-    algorithm (a 7×7, stride-2 layer with 8 output channels, as resnet_small's first)."""
+    """mnist_cnn (Conv2D -> ReLU on gemm, then Conv2D -> ReLU -> MaxPool2D(2) on Winograd), a
+    Conv2D -> ReLU on the direct algorithm (a 7×7, stride-2 layer with 8 output channels, as
+    resnet_small's first) and one on gemm with a max-pool after it, then Winograd with a
+    max-pool that drops the last row and column of a 15×15 output."""
     stem = mc.Sequential([mc.Conv2D(3, 8, 7, stride=2, padding=3, rng=4), mc.ReLU(),
                           mc.Flatten(), mc.Dense(8 * 8 * 8, 10, rng=5), mc.LogSoftmax()])
-    return [(mc.zoo.get("mnist_cnn", rng=0), (6, 1, 28, 28)), (stem, (6, 3, 16, 16))]
+    odd = mc.Sequential([mc.Conv2D(2, 32, 3, padding=1, rng=6), mc.ReLU(), mc.MaxPool2D(2),
+                         mc.Conv2D(32, 32, 3, padding=(1, 0), rng=7), mc.ReLU(),
+                         mc.MaxPool2D(2), mc.Flatten(), mc.Dense(32 * 4 * 3, 10, rng=8)])
+    return [(mc.zoo.get("mnist_cnn", rng=0), (6, 1, 28, 28)), (stem, (6, 3, 16, 16)),
+            (odd, (3, 2, 17, 16))]
 
 
 @pytest.mark.parametrize("backend", ["loops", "fast", "numba"])
 def test_training_fuses_conv_relu_bit_for_bit(backend, monkeypatch):
     """The forward pass, dx and every gradient of a training step, fused and not; fused, only
-    the ReLUs that follow no convolution run (mnist_cnn's after its first Dense)."""
+    the ReLUs that follow no convolution run (mnist_cnn's after its first Dense), and no
+    max-pool after a convolution's ReLU."""
     calls = []
-    relu_forward = mc.ReLU.forward
-    monkeypatch.setattr(mc.ReLU, "forward", lambda self, x: calls.append(self) or
-                        relu_forward(self, x))
+    for cls in (mc.ReLU, mc.MaxPool2D):
+        monkeypatch.setattr(cls, "forward", lambda self, x, _f=cls.forward: calls.append(self)
+                            or _f(self, x))
     for model, shape in mnist_and_stem():
         if backend == "loops":
             shape = (2,) + shape[1:]
         model.train()
         after_dense = [layer for before, layer in zip(model.layers, model.layers[1:])
                        if type(layer) is mc.ReLU and type(before) is not mc.Conv2D]
+        every = [layer for layer in model.layers if type(layer) in (mc.ReLU, mc.MaxPool2D)]
         x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
         dy = np.random.default_rng(10).standard_normal((shape[0], 10)).astype(np.float32)
         runs = []
@@ -332,8 +349,7 @@ def test_training_fuses_conv_relu_bit_for_bit(backend, monkeypatch):
                                           else fusion.disabled()):
                 y = model(x)
                 dx = model.backward(dy)
-            assert calls == (after_dense if fused else [layer for layer in model.layers
-                                                        if type(layer) is mc.ReLU])
+            assert calls == (after_dense if fused else every)
             runs.append([y, dx] + [p.grad.copy() for p in model.parameters()])
         for a, b in zip(*runs):
             np.testing.assert_array_equal(a, b)

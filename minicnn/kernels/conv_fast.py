@@ -60,7 +60,7 @@ def col2im(dcols, x_pad_shape, kernel, stride, dilation, out_hw):
     return dx_pad
 
 
-def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
+def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=True):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
@@ -68,7 +68,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
     relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
     cache does not change: the convolution's backward does not read its output).
     pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
-    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); for prediction only: the cache is None.
+    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the cache is then (the convolution's,
+    ``pool_fast.max_backward``'s).
+    need_cache: False for prediction, where no backward pass follows: the cache may be None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     N = x.shape[0]
@@ -82,11 +84,12 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
     out = np.ascontiguousarray(out.reshape(N, H_out, W_out, O).transpose(0, 3, 1, 2))
     if relu:
         np.maximum(out, out.dtype.type(0), out=out)
-    if pool:
-        pooled, _ = pool_fast.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)), need_cache=False)
-        return pooled, None
     cache = (cols, w, b is not None, x.shape, x_pad.shape, stride, pads, dilation)
-    return out, cache
+    if pool:
+        pooled, pool_cache = pool_fast.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
+                                                   need_cache)
+        return pooled, (cache, pool_cache) if need_cache else None
+    return out, cache if need_cache else None
 
 
 def backward(dout, cache, need_dx=True):

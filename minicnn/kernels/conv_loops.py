@@ -24,7 +24,7 @@ def _output_size(size, kernel, stride, dilation):
     return window_output_size(size, kernel, stride, (0, 0), dilation)
 
 
-def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
+def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=True):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
@@ -32,7 +32,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
     relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
     cache does not change: the convolution's backward does not read its output).
     pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
-    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); for prediction only: the cache is None.
+    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the cache is then (the convolution's,
+    ``pool_loops.max_backward``'s).
+    need_cache: False for prediction, where no backward pass follows: the cache may be None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     N, C, H, W = x.shape
@@ -57,11 +59,12 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
                         out[n, o, i, j] += b[o]
     if relu:
         np.maximum(out, out.dtype.type(0), out=out)
-    if pool:
-        pooled, _ = pool_loops.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)), need_cache=False)
-        return pooled, None
     cache = (x_pad, w, b is not None, x.shape, stride, pads, dilation)
-    return out, cache
+    if pool:
+        pooled, pool_cache = pool_loops.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
+                                                    need_cache)
+        return pooled, (cache, pool_cache) if need_cache else None
+    return out, cache if need_cache else None
 
 
 def backward(dout, cache, need_dx=True):

@@ -352,7 +352,7 @@ def _buffers(count, rows, HW, dtype, ones):
 # ----------------------------------------------------------------------------------------
 # the two passes
 # ----------------------------------------------------------------------------------------
-def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
+def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=True):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
@@ -360,26 +360,34 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False):
     relu: out = max(out, 0), the ReLU after the layer applied to each image's output just
     written (the cache does not change: the backward pass does not read the output).
     pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
-    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); for prediction only: the cache is None.
+    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the cache is then (the convolution's,
+    ``pool_numba.max_backward``'s).
+    need_cache: False for prediction, where no backward pass follows: the cache may be None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     compiled = w.dtype in COMPILED_DTYPES
     if pool and not (compiled and algorithm(x.shape, w.shape, stride, dilation) == "winograd"):
         # only Winograd pools each image's output in its kernel; the others pool afterwards
-        out, _ = forward(x, w, b, stride, pads, dilation, relu)
-        return pool_numba.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
-                                      need_cache=False)[0], None
+        out, cache = forward(x, w, b, stride, pads, dilation, relu)
+        pooled, pool_cache = pool_numba.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
+                                                    need_cache)
+        return pooled, (cache, pool_cache) if need_cache else None
     if not compiled:                            # e.g. float16: NumPy's kernels
         out, cache = conv_fast.forward(x, w, b, stride, pads, dilation, relu)
-        return out, Fallback((cache,))
+        return out, Fallback((cache,)) if need_cache else None
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     algo = algorithm(x.shape, w.shape, stride, dilation)
     if algo == "winograd":              # it pads inside its kernels, image by image
-        out = conv_winograd.forward(x, w, b, pads, relu, pool)
-        if pool:
-            return out, None
         # the cache keeps x itself (not padded) and w; geometry is unused by this backward
-        return out, ("winograd", x, w, b is not None, x.shape, pads, None)
+        cache = ("winograd", x, w, b is not None, x.shape, pads, None) if need_cache else None
+        if not pool:
+            return conv_winograd.forward(x, w, b, pads, relu), cache
+        if not need_cache:
+            return conv_winograd.forward(x, w, b, pads, relu, pool=True), None
+        out, winner = conv_winograd.forward(x, w, b, pads, relu, pool=True, winners=True)
+        H_out = x.shape[2] + sum(pads[0]) - 2
+        W_out = x.shape[3] + sum(pads[1]) - 2
+        return out, (cache, ((x.shape[0], w.shape[0], H_out, W_out), winner))
     O, _, KH, KW = w.shape
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
     H_out = window_output_size(x.shape[2], KH, stride_h, pads[0], dil_h)

@@ -153,13 +153,15 @@ def _transform_output(m, b, out, n, scratch):
 
 
 @kernel(parallel=True)
-def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, relu, pool, gemm,
-               set_threads):
+def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, relu, pool, winner,
+               gemm, set_threads):
     """out (N, O, H_out, W_out) := the 3×3 correlation of x (N, C, H, W), padded with zeros
     (pad_top rows above, pad_left columns before, and below and after as many as the tiles
     need), with U (16, O, C) the transformed weights; + b (O,); then max(·, 0) with ``relu``.
     With ``pool``, out (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋) := the maxima of its 2×2, stride-2
-    windows, taken in full[thread] (O, H_out, W_out) while the image's output is in the cache.
+    windows, taken in full[thread] (O, H_out, W_out) while the image's output is in the cache,
+    and winner (the shape of out, or (N, O, 0, 0) for none) := each maximum's flat position
+    h·W_out + w in its plane, as pool_numba's cache.
 
     Each thread's buffers: images (threads, C, 2·TH + 2, 2·TW + 2), zeros, the padded image
     (or no threads at all: x is already that, read in place); V (threads, C, 16, tiles) and
@@ -170,7 +172,7 @@ def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, rel
     T = V.shape[3]
     C = x.shape[1]
     one, zero = out.dtype.type(1), out.dtype.type(0)
-    no_winner = np.empty((0, 0), dtype=np.int64)
+    keep = winner.size > 0
     for n in prange(N):
         thread = numba.get_thread_id()
         v, m, rows = V[thread], M[thread], scratch[thread]
@@ -187,7 +189,7 @@ def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, rel
             clip_at_zero(target[at].reshape(target[at].size))
         if pool:
             for o in range(O):
-                max_2x2_plane(full[thread, o], out[n, o], no_winner, False)
+                max_2x2_plane(full[thread, o], out[n, o], winner[n, o], keep)
 
 
 @helper()
@@ -345,12 +347,14 @@ def gradients(x, dout, w, pads, group, need_dx=True):
     return (dx if need_dx else None), np.ascontiguousarray(dg.transpose(1, 2, 0, 3))
 
 
-def forward(x, w, b, pads, relu=False, pool=False):
+def forward(x, w, b, pads, relu=False, pool=False, winners=False):
     """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, 3, 3) + b (O,) (b may be None),
     stride 1, padding pads ((pad_top, pad_bottom), (pad_left, pad_right)); with ``relu``,
     max(out, 0); with ``pool``, then the maxima of its 2×2, stride-2 windows (N, O, ⌊H_out/2⌋,
-    ⌊W_out/2⌋), each image's while it is in the cache (prediction: a Conv2D -> ReLU ->
-    MaxPool2D(2), ``layers.fusion``)."""
+    ⌊W_out/2⌋), each image's while it is in the cache (a Conv2D -> ReLU -> MaxPool2D(2),
+    ``layers.fusion``). With ``winners`` too, returns (out, winner): each maximum's position
+    in its plane of the unpooled output, for the pool's backward pass
+    (``pool_numba.max_backward``)."""
     (pad_top, pad_bottom), (pad_left, pad_right) = pads
     N, C, H, W = x.shape
     O = w.shape[0]
@@ -363,6 +367,7 @@ def forward(x, w, b, pads, relu=False, pool=False):
     images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
     full = workspace.empty((threads if pool else 0, O, H_out, W_out), dtype)
     out = workspace.empty((N, O) + ((H_out // 2, W_out // 2) if pool else (H_out, W_out)), dtype)
+    winner = workspace.empty(out.shape if pool and winners else (N, O, 0, 0), np.int64)
     V = workspace.empty((threads, C, 16, TH * TW), dtype)
     M = workspace.empty((threads, O, 16, TH * TW), dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
@@ -370,5 +375,5 @@ def forward(x, w, b, pads, relu=False, pool=False):
     with blas.one_thread_per_product():
         _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
                    transform_weights(w), bias, out, images, V, M, full, scratch, relu, pool,
-                   blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
-    return out
+                   winner, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+    return (out, winner) if pool and winners else out

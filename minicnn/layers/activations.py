@@ -29,6 +29,10 @@ class _Elementwise(Layer):
         return check_upstream(self, dy, self._shape, self._dtype)
 
 
+#: ReLU's cache when the max-pool after it applies its gradient (``ReLU.applied_later``)
+_APPLIED_LATER = "applied by the MaxPool2D after it"
+
+
 class ReLU(_Elementwise):
     """y = max(x, 0).
 
@@ -51,7 +55,16 @@ class ReLU(_Elementwise):
         self._cache = y
         return y
 
+    def applied_later(self, shape, dtype):
+        """This ReLU ran inside a convolution that max-pooled its output of ``shape`` too
+        (``layers.fusion``): the MaxPool2D after it applies this ReLU's gradient (a maximum
+        not above 0 sends none back, ``MaxPool2D.computed``), so backward passes dy on."""
+        self._shape, self._dtype = shape, dtype
+        self._cache = _APPLIED_LATER
+
     def backward(self, dy):
+        if self._cache is _APPLIED_LATER:
+            return self._upstream(dy)
         return kernels.elementwise().relu_backward(self._upstream(dy), self._cache)
 
 

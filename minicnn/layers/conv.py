@@ -105,17 +105,22 @@ class Conv2D(Layer):
                                                    pads, self.dilation)]
 
     # -- the two passes ---------------------------------------------------------------------
-    def forward(self, x, relu=False):
+    def forward(self, x, relu=False, pool=None):
         """x (N, C, H, W) -> y (N, O, H_out, W_out); with ``relu`` (``layers.fusion``, for the
-        ReLU after this layer) max(y, 0), applied as y is written."""
+        ReLU after this layer) max(y, 0), applied as y is written. ``pool``: the MaxPool2D(2)
+        after this layer (and its ReLU), run in the kernel: returns its output, (N, O,
+        ⌊H_out/2⌋, ⌊W_out/2⌋), and hands it what its backward pass needs (``computed``)."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
         # remembered so that backward uses the kernels whose cache it receives
         self._kernels = kernels.conv()
         bias = self.bias.data if self.bias is not None else None
         y, self._cache = self._kernels.forward(x, self.weight.data, bias, self.stride, pads,
-                                               self.dilation, relu=relu)
-        self._out_shape = y.shape
+                                               self.dilation, relu=relu, pool=pool is not None)
+        self._out_shape = self.output_shape(x.shape)
+        if pool is not None:
+            self._cache, pool_cache = self._cache
+            pool.computed(y, pool_cache, kernels.pool(), clipped=relu)
         return y
 
     def forward_with(self, x, weight, bias, relu=False, pool=False):
@@ -126,7 +131,7 @@ class Conv2D(Layer):
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
         y, _ = kernels.conv().forward(x, weight, bias, self.stride, pads, self.dilation,
-                                      relu=relu, pool=pool)
+                                      relu=relu, pool=pool, need_cache=False)
         return y
 
     def backward(self, dy, need_input_grad=True):

@@ -7,18 +7,20 @@ for the ReLU. That holds in training too: the convolution's backward pass reads 
 its output, and the ReLU's reads the clipped output (the ReLU keeps it, ``ReLU.computed``), so
 both layers keep what they keep unfused, and every number is the same bits.
 
+A 2×2 max-pool after the ReLU joins in (mnist_cnn's Conv2D -> ReLU -> MaxPool2D(2)): the kernel
+takes the maxima of each image's clipped output while it is in the cache, and writes only the
+pooled output, a quarter of the size, and where each maximum was (Winograd's kernel does; the
+others pool the batch's output afterwards, the same numbers). In training the ReLU's gradient
+is then taken by the MaxPool2D, at the maxima, before it spreads the gradient back
+(``MaxPool2D.computed``, ``ReLU.applied_later``): the same numbers, since everywhere else the
+spread gradient is 0.
+
 Under ``no_grad`` in evaluation mode nothing is kept for a backward pass, and a chain
 
-    Conv2D -> BatchNorm2D (evaluation mode) -> ReLU
+    Conv2D -> BatchNorm2D (evaluation mode) -> ReLU [-> MaxPool2D(2)]
 
-runs as one convolution, and so does a chain that ends in a 2×2 max-pool (mnist_cnn):
-
-    Conv2D -> [BatchNorm2D] -> [ReLU] -> MaxPool2D(2)
-
-The kernels then take the maxima of each image's output while it is in the cache, and write
-only the pooled output, a quarter of the size (Winograd's kernel does; the others pool the
-batch's output afterwards, the same numbers). In evaluation mode BatchNorm is a fixed affine
-map per channel,
+runs as one convolution (any of the three may be missing). In evaluation mode BatchNorm is a
+fixed affine map per channel,
 
     y = s·x + t,    s = γ / √(running_var + ε),    t = β − s·running_mean,
 
@@ -35,8 +37,8 @@ fusing off.
 
 The numbers: the clipped and the pooled outputs are the same bits. The folding rounds s·W and
 s·b + t instead of the convolution's output and BatchNorm's steps, so the result moves by a few
-units in the last place of each term's size; ``tests/test_fusion.py`` bounds it. Only these exact classes
-fuse: a subclass may compute something else, and runs as itself. Nothing fuses while
+units in the last place of each term's size; ``tests/test_fusion.py`` bounds it. Only these
+exact classes fuse: a subclass may compute something else, and runs as itself. Nothing fuses while
 ``Layer.__call__`` is wrapped (``minicnn.trace`` records each layer's call): every layer is
 then called, to be seen.
 """
@@ -81,13 +83,19 @@ def relu_in_place(layer, y):
 
 def chain_length(layers, i):
     """How many of ``layers`` from index i run as one: 1 (the layer alone), 2 for a Conv2D
-    followed by a ReLU, or, under no_grad in evaluation mode, 2 to 4 for a Conv2D followed by a
-    BatchNorm2D in evaluation mode and/or a ReLU and/or a 2×2 max-pool (``pools``)."""
+    followed by a ReLU, 3 with a 2×2 max-pool after that (``pools``), or, under no_grad in
+    evaluation mode, 2 to 4 for a Conv2D followed by a BatchNorm2D in evaluation mode and/or
+    a ReLU and/or a 2×2 max-pool."""
     conv = layers[i]
     if type(conv) is not Conv2D or not _SWITCH.on or _watched():
         return 1
-    if not fusing(conv):            # training, or caches kept: the ReLU only
-        return 2 if i + 1 < len(layers) and type(layers[i + 1]) is ReLU else 1
+    if not fusing(conv):            # training, or caches kept: the ReLU and a 2×2 max-pool
+        n = 1
+        if i + n < len(layers) and type(layers[i + n]) is ReLU:
+            n += 1
+        if n == 2 and i + n < len(layers) and pools(layers[i + n]):
+            n += 1
+        return n
     n = 1
     if i + n < len(layers) and folds(conv, layers[i + n]) and fusing(layers[i + n]):
         n += 1
@@ -123,8 +131,15 @@ def fold(conv, norm):
 def run_chain(layers, x):
     """``layers`` (a chain from ``chain_length``) on x (N, C, H, W) -> their output."""
     conv, rest = layers[0], list(layers[1:])
-    if not fusing(conv):                       # Conv2D -> ReLU, each keeping its cache
-        return rest[0].computed(conv.forward(x, relu=True))
+    if not fusing(conv):            # Conv2D -> ReLU [-> MaxPool2D(2)], each keeping its cache
+        if len(rest) == 1:
+            return rest[0].computed(conv.forward(x, relu=True))
+        relu, pool = rest
+        out_shape = conv.output_shape(x.shape)
+        pool.output_shape(out_shape)    # the pool's own error when its window does not fit
+        y = conv.forward(x, relu=True, pool=pool)
+        relu.applied_later(out_shape, y.dtype)
+        return y
     if rest and type(rest[0]) is BatchNorm2D:
         weight, bias = fold(conv, rest.pop(0))
     else:

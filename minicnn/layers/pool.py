@@ -135,11 +135,28 @@ class MaxPool2D(_WindowPool):
     (64, 32, 14, 14)
     """
 
+    _CACHES = ("_cache", "_x", "_clipped")
+
     def _forward(self, k, x, pads):
+        self._clipped = None
         # under no_grad there is no backward: no need to remember where each maximum was
         return k.max_forward(x, self.kernel_size, self.stride, pads, need_cache=keeping_caches())
 
+    def computed(self, y, cache, module, clipped=False):
+        """Take y (N, C, H_out, W_out) as this layer's output, computed elsewhere with the cache
+        of ``module`` (a kernels.pool() module): a convolution that pooled its own output
+        (``layers.fusion``). ``clipped``: a ReLU ran between them, and its gradient is applied
+        here (``ReLU.applied_by``): where the maximum is not above 0, none flows back."""
+        self._kernels = module
+        self._cache = (cache, y.shape, y.dtype)
+        self._clipped = y if clipped else None
+        return y
+
     def _backward(self, k, dy, cache):
+        if getattr(self, "_clipped", None) is not None:
+            # the ReLU's gradient, dy where its output > 0, taken at the maxima before they
+            # are spread back: the same numbers as after, where nothing else is nonzero
+            dy = kernels.elementwise().relu_backward(dy, self._clipped)
         return k.max_backward(dy, cache)
 
 
