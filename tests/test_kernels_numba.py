@@ -570,6 +570,11 @@ for name, layer in [("direct", mc.Conv2D(3, 4, 3, padding=1, rng=1)),
     y = layer(x)
     out[f"{name} {layer!r}"] = [y.tolist(), layer.backward(np.cos(y)).tolist(),
                                 layer.weight.grad.tolist(), layer.bias.grad.tolist()]
+conv_numba.force("winograd")     # Conv2D -> ReLU -> MaxPool2D(2) in one kernel, both ways
+chain = mc.Sequential([mc.Conv2D(3, 4, 3, padding=1, rng=2), mc.ReLU(), mc.MaxPool2D(2)])
+y = chain(rng.standard_normal((7, 3, 11, 10)).astype(np.float32))
+out["winograd chain"] = [y.tolist(), chain.backward(np.cos(y)).tolist(),
+                         chain[0].weight.grad.tolist(), chain[0].bias.grad.tolist()]
 conv_numba.force(None)
 for pool in (mc.MaxPool2D(2), mc.AvgPool2D(3, 2, 1)):
     y = pool(rng.standard_normal((9, 4, 10, 11)).astype(np.float32))

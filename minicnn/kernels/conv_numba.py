@@ -432,12 +432,8 @@ def backward(dout, cache, need_dx=True):
     algo, x_pad, w, has_bias, x_shape, pads, geometry = cache
     dout = np.ascontiguousarray(dout, dtype=w.dtype)
     if algo == "winograd":                # x_pad is x, w the weights (O, C, 3, 3)
-        dx, dw = conv_winograd.gradients(x_pad, dout, w, pads, _GROUP, need_dx)
-        # the bias gradient Σ dout, in groups of _GROUP images added in order, as the other
-        # algorithms: independent of the number of threads
-        db = None if not has_bias else np.add.reduce(
-            [dout[g:g + _GROUP].sum(axis=(0, 2, 3)) for g in range(0, len(dout), _GROUP)])
-        return dx, dw, db
+        dx, dw, db = conv_winograd.gradients(x_pad, dout, w, pads, _GROUP, need_dx)
+        return dx, dw, db if has_bias else None
     if algo == "direct":                  # x_pad holds the phases, geometry the dilation
         dx, dw, db = conv_direct.backward(dout, x_pad, w, x_shape, pads, geometry, _GROUP,
                                           need_dx)

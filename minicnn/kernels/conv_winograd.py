@@ -192,43 +192,50 @@ def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, rel
                 max_2x2_plane(full[thread, o], out[n, o], winner[n, o], keep)
 
 
-@helper()
-def _transform_output_gradient(dout, n, dm, rows):
-    """dm (O, 16, tiles) := A dY Aᵀ of every 2×2 tile dY = [[a, b], [c, d]] of dout[n] (O, H_out,
-    W_out): the gradient of M, since Y = Aᵀ M A. A dY has the rows [a, b], [a + c, b + d],
-    [a − c, b − d], [−c, −d], and each row [p, q] times Aᵀ is [p, p + q, p − q, −q]. Two passes,
-    each a contiguous loop the compiler vectorises: A down the columns of a pair of rows into
-    rows (4, ≥ 2·tiles across), then Aᵀ along them. The outputs past H_out or W_out count as 0
-    (the forward pass dropped them): a missing last row reads ``zeros``, a missing last column
-    is the column W_out of rows, made of zeros the same way."""
-    O, H_out, W_out = dout.shape[1], dout.shape[2], dout.shape[3]
+@helper(inline="always")
+def _gradient_band(top, below, rows, dm, o, first, TW, W_out):
+    """dm[o, :, first:first + TW] := A dY Aᵀ of the 2×2 tiles dY = [[a, b], [c, d]] of one row
+    of tiles: a, b from the output gradient's row ``top``, c, d from ``below`` (W_out each).
+    A dY has the rows [a, b], [a + c, b + d], [a − c, b − d], [−c, −d], and each row [p, q]
+    times Aᵀ is [p, p + q, p − q, −q]. Two passes, each a contiguous loop the compiler
+    vectorises: A down the columns into rows (4, ≥ 2·TW), then Aᵀ along them; a missing last
+    column is the column W_out of rows, zeros set by the caller."""
     one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    for s in range(np.uint64(W_out)):
+        a, c = top[s], below[s]
+        rows[0, s] = a
+        rows[1, s] = a + c
+        rows[2, s] = a - c
+        rows[3, s] = -c
+    for k in range(np.uint64(4)):
+        for tj in range(TW):
+            p, q = rows[k, two * tj], rows[k, two * tj + one]
+            t = first + tj
+            dm[o, 4 * k, t] = p
+            dm[o, 4 * k + one, t] = p + q
+            dm[o, 4 * k + two, t] = p - q
+            dm[o, 4 * k + three, t] = -q
+
+
+@helper()
+def _transform_output_gradient(dout, n, dm, rows, zeros):
+    """dm (O, 16, tiles) := A dY Aᵀ of every 2×2 tile dY of dout[n] (O, H_out, W_out): the
+    gradient of M, since Y = Aᵀ M A (``_gradient_band``). The outputs past H_out or W_out count
+    as 0 (the forward pass dropped them): a missing last row reads ``zeros`` (≥ W_out), a
+    missing last column is the column W_out of rows, made of zeros the same way."""
+    O, H_out, W_out = dout.shape[1], dout.shape[2], dout.shape[3]
+    one, two = np.uint64(1), np.uint64(2)
     TH, TW = np.uint64((H_out + 1) // 2), np.uint64((W_out + 1) // 2)
     zero = dout.dtype.type(0)
-    zeros = np.zeros(W_out, dout.dtype)
+    zeros[:] = zero
     if W_out % 2:
         rows[0, W_out], rows[1, W_out] = zero, zero + zero
         rows[2, W_out], rows[3, W_out] = zero - zero, -zero
     for o in range(np.uint64(O)):
         for ti in range(TH):
             i = two * ti
-            top = dout[n, o, i]
             below = dout[n, o, i + one] if i + one < np.uint64(H_out) else zeros
-            for s in range(np.uint64(W_out)):
-                a, c = top[s], below[s]
-                rows[0, s] = a
-                rows[1, s] = a + c
-                rows[2, s] = a - c
-                rows[3, s] = -c
-            first = ti * TW
-            for k in range(np.uint64(4)):
-                for tj in range(TW):
-                    p, q = rows[k, two * tj], rows[k, two * tj + one]
-                    t = first + tj
-                    dm[o, 4 * k, t] = p
-                    dm[o, 4 * k + one, t] = p + q
-                    dm[o, 4 * k + two, t] = p - q
-                    dm[o, 4 * k + three, t] = -q
+            _gradient_band(dout[n, o, i], below, rows, dm, o, ti * TW, TW, W_out)
 
 
 @helper()
@@ -279,18 +286,19 @@ def _untransform_input(dv, dx, n, pad_top, pad_left, TH, TW, bands):
 
 
 @kernel(parallel=True)
-def _gradients(x, pad_top, pad_left, dout, U, dx, partial, group, images, V, DM, scratch, bands,
-               gemm, set_threads):
+def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, images, V, DM,
+               scratch, bands, gemm, set_threads):
     """partial[g] (16, O, C) = Σ over the images n of group g and their tiles of
     dM[:, ξ] (O, tiles) @ V[:, ξ]ᵀ (tiles, C): the gradient of U = G g Gᵀ, with V = Bᵀ d B of x
-    padded as in _correlate and dM = A dY Aᵀ of dout (N, O, H_out, W_out). Groups of ``group``
-    images run in parallel and are added in order afterwards: the result does not depend on
-    the number of threads. When dx has images, the input gradient dx (N, C, H, W) too: for each
-    image dV[:, ξ] (C, tiles) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, tiles), U (16, O, C) the
-    transformed weights, written over V once the weight gradient's products have read it, then
-    B dV Bᵀ of every tile added into dx (_untransform_input). images, V (threads, C, 16,
-    tiles), DM (threads, O, 16, tiles), scratch and bands (threads, 2, 4, ≥ 2·TW + 2) are each
-    thread's, as in _correlate."""
+    padded as in _correlate and dM = A dY Aᵀ of dout (N, O, H_out, W_out); partial_b[g] (O,)
+    the bias gradient: Σ of dM[:, 5], each tile's (a + c) + (b + d).
+    Groups of ``group`` images run in parallel and are added in order afterwards: the result
+    does not depend on the number of threads. When dx has images, the input gradient dx (N, C,
+    H, W) too: for each image dV[:, ξ] (C, tiles) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, tiles), U (16,
+    O, C) the transformed weights, written over V once the weight gradient's products have read
+    it, then B dV Bᵀ of every tile added into dx (_untransform_input). images, V (threads, C,
+    16, tiles), DM (threads, O, 16, tiles), scratch (threads, 8, ≥ 2·TW + 2) and bands
+    (threads, 2, 4, ≥ 2·TW + 2) are each thread's, as in _correlate."""
     N, C = x.shape[0], x.shape[1]
     O, T = dout.shape[1], V.shape[3]
     TH, TW = (dout.shape[2] + 1) // 2, (dout.shape[3] + 1) // 2
@@ -300,9 +308,15 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, group, images, V, DM,
         thread = numba.get_thread_id()
         v, dm, rows = V[thread], DM[thread], scratch[thread]
         before = _set_threads(set_threads, 1)
+        partial_b[g, :] = zero
         for n in range(g * group, min(N, (g + 1) * group)):
             _transform_image(x, n, pad_top, pad_left, images, thread, v, rows)
-            _transform_output_gradient(dout, n, dm, rows)
+            _transform_output_gradient(dout, n, dm, rows, bands[thread, 0, 0])
+            for o in range(O):
+                total = zero
+                for t in range(T):
+                    total += dm[o, 5, t]
+                partial_b[g, o] += total
             beta = zero if n == g * group else one
             for xi in range(16):    # partial[g, ξ] (O, C) (+)= dM[:, ξ] (O, T) @ V[:, ξ]ᵀ (T, C)
                 _gemm(gemm, NO_TRANS, TRANS, O, C, T, one, dm[0, xi].ctypes.data, 16 * T,
@@ -316,11 +330,12 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, group, images, V, DM,
 
 
 def gradients(x, dout, w, pads, group, need_dx=True):
-    """(dx (N, C, H, W) or None, dw (O, C, 3, 3)) of out = x ⋆ w (3×3, stride 1, padding
-    pads), given x (N, C, H, W) and dout (N, O, H_out, W_out), in one pass over the images:
-    both read dM = A dY Aᵀ. dw = Gᵀ dU G with dU = Σ dM ⊙ V over the images and tiles, in
-    groups of ``group`` images added in order; dx the inside of Σ over the tiles of
-    B (Σ_o U ⊙ dM) Bᵀ, the transpose of the forward pass."""
+    """(dx (N, C, H, W) or None, dw (O, C, 3, 3), db (O,)) of out = x ⋆ w + b (3×3, stride 1,
+    padding pads), given x (N, C, H, W) and dout (N, O, H_out, W_out), in one pass over the
+    images: all three read dM = A dY Aᵀ. dw = Gᵀ dU G with dU = Σ dM ⊙ V over the images and
+    tiles, in groups of ``group`` images added in order; dx the inside of Σ over the tiles of
+    B (Σ_o U ⊙ dM) Bᵀ, the transpose of the forward pass; db = Σ over each image's tiles of
+    dM[:, 5] (the sum of each tile), the images in the same groups."""
     (pad_top, _), (pad_left, _) = pads
     N, C, H, W = x.shape
     O, H_out, W_out = dout.shape[1:]
@@ -333,18 +348,21 @@ def gradients(x, dout, w, pads, group, need_dx=True):
     DM = workspace.empty((threads, O, 16, TH * TW), dtype)
     scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
     bands = np.empty((threads, 2, 4, 2 * TW + 2), dtype=dtype)
-    partial = np.empty((-(-N // group), 16, O, C), dtype=dtype)
+    groups = -(-N // group)
+    partial = np.empty((groups, 16, O, C), dtype=dtype)
+    partial_b = np.empty((groups, O), dtype=dtype)
     dx = workspace.empty((N if need_dx else 0, C, H, W), dtype)
     with blas.one_thread_per_product():
         _gradients(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
                    np.ascontiguousarray(dout), transform_weights(np.ascontiguousarray(w, dtype)),
-                   dx, partial, group, images, V, DM, scratch, bands, blas.GEMM[dtype],
-                   blas.SET_THREADS_LOCAL)
+                   dx, partial, partial_b, group, images, V, DM, scratch, bands,
+                   blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     dU = partial.sum(axis=0).reshape(4, 4, O, C)
     g = G.astype(dtype)
     dg = np.tensordot(g, dU, axes=([0], [0]))         # (3, 4, O, C): Gᵀ dU
     dg = np.tensordot(dg, g, axes=([1], [0]))         # (3, O, C, 3): Gᵀ dU G
-    return (dx if need_dx else None), np.ascontiguousarray(dg.transpose(1, 2, 0, 3))
+    db = partial_b.sum(axis=0)
+    return (dx if need_dx else None), np.ascontiguousarray(dg.transpose(1, 2, 0, 3)), db
 
 
 def forward(x, w, b, pads, relu=False, pool=False, winners=False):

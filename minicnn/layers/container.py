@@ -161,7 +161,8 @@ class Sequential(Layer):
                     except ShapeError:
                         break
                 raise self._with_context(err, len(shapes) - 1, shapes) from None
-            shapes += [tuple(x.shape)] * (n - 1)    # the input shapes of the fused layers
+            for j in range(i, i + n - 1):           # the input shapes of the fused layers
+                shapes.append(tuple(self.layers[j].output_shape(shapes[-1])))
             if not keeping_caches():
                 for layer in self.layers[i:i + n]:
                     layer.forget()
