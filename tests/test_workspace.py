@@ -5,8 +5,8 @@ What must hold:
   view, a slice, a reshape, an array a compiled kernel returned), and then it is;
 * the arrays are what ``np.empty`` would give (shape, dtype, C-contiguous, aligned), ``zeros``
   is zeros on a reused, dirty buffer, small arrays are NumPy's own;
-* the pool stays bounded: stale buffers go, ``release()`` gives back the idle ones, ``LIMIT``
-  caps it, ``disabled()`` turns it off;
+* the pool stays bounded: stale buffers go, ``release()`` gives back the idle ones (``fit``
+  calls it when training ends), ``LIMIT`` caps it, ``disabled()`` turns it off;
 * training steps give the same bits with the pool as without (every kernel writes every entry
   it hands on: a dirty buffer changes nothing).
 """
@@ -118,3 +118,17 @@ def test_training_steps_give_the_same_bits_with_the_pool(name):
         results.append([p.data.copy() for p in model.parameters()] + [predicted])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fit_gives_the_idle_buffers_back():
+    """After ``fit`` only the buffers that arrays still use (the layers' caches) stay: a
+    release() afterwards finds nothing idle to drop."""
+    model = zoo.get("mnist_cnn", rng=0).compile(optimizer="adam", loss="nll")
+    x = np.random.default_rng(0).standard_normal((48, 1, 28, 28)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 48)
+    seen = []
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0,
+              on_epoch_end=lambda *_: seen.append(workspace.pooled_bytes()))
+    after = workspace.pooled_bytes()
+    workspace.release()
+    assert seen[0] > after > 0 and workspace.pooled_bytes() == after

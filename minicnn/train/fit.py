@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .. import losses, optim
 from ..core.errors import NonFiniteError
 from ..data.loader import DataLoader
+from ..kernels import workspace
 from ..layers import Softmax, container
 from ..layers.base import refuse_integers
 from . import checkpoint as ckpt
@@ -198,6 +199,8 @@ def fit(model, x, y, *, optimizer, loss, epochs=1, batch_size=32, validation_dat
             print(f"Epoch {epoch + 1}/{epochs} - {len(loader)} batches - {logs['seconds']:.1f}s - {shown}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
+    # the kernels' idle buffers back to the system: training is over (kernels/workspace.py)
+    workspace.release()
     return history
 
 
