@@ -2,8 +2,9 @@
 under no_grad in evaluation mode Conv2D -> BatchNorm2D -> ReLU runs as one convolution with the
 BatchNorm folded into it, and a ReLU clips a fresh output in place. What must hold:
 
-* the kernels' ``relu=True`` is the ReLU of their output, and ``pool=True`` the 2×2 max-pool of
-  it, bit for bit, NaN included, for every backend and algorithm; in training a fused Conv2D -> ReLU gives the unfused forward and
+* the kernels' ``relu=True`` is the ReLU of their output, ``pool=True`` the 2×2 max-pool of it,
+  and ``clip=x`` in the backward pass the gradient of the ReLU before the layer, bit for bit,
+  NaN included, for every backend and algorithm; in training a fused Conv2D -> ReLU gives the unfused forward and
   backward passes bit for bit, and the ReLU layer does not run;
 * a fused chain computes the layers' function: within the rounding of both ways (bound below);
 * a whole network under no_grad computes, bit for bit, the plain forward pass of its folded
@@ -308,6 +309,57 @@ def test_pool_in_the_kernel_is_the_max_pool_of_its_output(backend, algorithm, co
     np.testing.assert_array_equal(predicted, expected)
     np.testing.assert_array_equal(pooled, expected)
     np.testing.assert_array_equal(spread, expected_spread)
+
+
+@pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
+@settings(max_examples=max(10, settings.default.max_examples // 4))
+@given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_clip_in_the_backward_pass_is_the_relu_gradient(backend, algorithm, config, dtype, seed):
+    """``clip=x`` (the layer's input, a ReLU's output) gives dx where x > 0, else 0: what the
+    ReLU's backward pass does to dx, bit for bit, NaN and zeros included."""
+    cfg, shape = config
+    if algorithm == "winograd":
+        cfg.update(kernel_size=3, stride=1, dilation=1)
+    assume(window_fits(cfg, shape))
+    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
+    x = np.maximum(np.random.default_rng(seed + 1).standard_normal(shape), 0).astype(dtype)
+    x.flat[::13] = np.nan
+    pads = layer.padding_for(*shape[2:])
+    bias = layer.bias.data if layer.bias is not None else None
+    with kernels.using(backend):
+        module = kernels.conv()
+        if algorithm:
+            module.force(algorithm)
+        try:
+            out, cache = module.forward(x, layer.weight.data, bias, layer.stride, pads,
+                                        layer.dilation)
+            dout = np.random.default_rng(seed + 2).standard_normal(out.shape).astype(dtype)
+            plain = module.backward(dout, cache)
+            clipped = module.backward(dout, cache, clip=x)
+        finally:
+            if algorithm:
+                module.force(None)
+        expected = kernels.elementwise().relu_backward(plain[0], x)
+    np.testing.assert_array_equal(clipped[0], expected)
+    for a, b in zip(clipped[1:], plain[1:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_relu_of_another_dtype_keeps_its_own_gradient():
+    """A float64 ReLU output into a float32 Conv2D: the convolution sees the output cast, so
+    the ReLU keeps its backward pass; a float32 one hands it over."""
+    for dtype, handed in ((np.float64, False), (np.float32, True)):
+        model = mc.Sequential([mc.Conv2D(2, 3, 3, padding=1, dtype=dtype, rng=1), mc.ReLU(),
+                               mc.Conv2D(3, 2, 3, rng=2), mc.Flatten()])
+        x = np.random.default_rng(3).standard_normal((2, 2, 6, 6)).astype(dtype)
+        dy = np.random.default_rng(4).standard_normal((2, 2 * 4 * 4)).astype(np.float32)
+        with fusion.disabled():
+            expected = model(x), model.backward(dy)
+        got = model(x), model.backward(dy)
+        assert (model[2]._clip is not None) == handed
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
 
 
 def mnist_and_stem():

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..core.shapes import window_output_size
-from . import pool_fast
+from . import elementwise_loops, pool_fast
 
 
 def _output_size(size, kernel, stride, dilation):
@@ -92,12 +92,21 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     return out, cache if need_cache else None
 
 
-def backward(dout, cache, need_dx=True):
+def backward(dout, cache, need_dx=True, clip=None):
     """Gradients w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
     Returns dx (N, C, H, W), dw (O, C, KH, KW), db (O,) or None; dx is None when
     ``need_dx`` is False.
+    ``clip``: the layer's input x, the output of a ReLU whose gradient dx then gets too: dx
+    where x > 0, else 0 (``layers.fusion``).
     """
+    dx, dw, db = _backward(dout, cache, need_dx)
+    return (dx if clip is None or dx is None else elementwise_loops.relu_backward(dx, clip),
+            dw, db)
+
+
+def _backward(dout, cache, need_dx):
+    """``backward`` without the ReLU's gradient."""
     cols, w, has_bias, x_shape, x_pad_shape, stride, pads, dilation = cache
     N, C, H, W = x_shape
     O, _, KH, KW = w.shape

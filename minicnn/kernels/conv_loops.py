@@ -9,7 +9,7 @@ The sum over (c, p, q) is one ``np.sum`` over the window; the loops over (n, o, 
 import numpy as np
 
 from ..core.shapes import window_output_size
-from . import pool_loops
+from . import elementwise_loops, pool_loops
 
 
 def _pad(x, pads):
@@ -67,7 +67,7 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     return out, cache if need_cache else None
 
 
-def backward(dout, cache, need_dx=True):
+def backward(dout, cache, need_dx=True, clip=None):
     """Gradients of the loss w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
     Every output entry out[n, o, i, j] touched one window of x_pad and all of w[o]; its gradient
@@ -75,7 +75,16 @@ def backward(dout, cache, need_dx=True):
     window). Windows overlap when the stride is smaller than the kernel, hence ``+=``.
     Returns dx (N, C, H, W), dw (O, C, KH, KW), db (O,) or None; dx is None when
     ``need_dx`` is False (nobody needs the gradient of the data).
+    ``clip``: the layer's input x, the output of a ReLU whose gradient dx then gets too: dx
+    where x > 0, else 0 (``layers.fusion``).
     """
+    dx, dw, db = _backward(dout, cache, need_dx)
+    return (dx if clip is None or dx is None else elementwise_loops.relu_backward(dx, clip),
+            dw, db)
+
+
+def _backward(dout, cache, need_dx):
+    """``backward`` without the ReLU's gradient."""
     x_pad, w, has_bias, x_shape, stride, pads, dilation = cache
     N, C, H, W = x_shape
     O, _, KH, KW = w.shape

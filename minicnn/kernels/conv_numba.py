@@ -43,7 +43,8 @@ import numpy as np
 from numba import prange
 
 from ..core.shapes import window_output_size
-from . import blas, conv_direct, conv_fast, conv_winograd, pool_numba, workspace
+from . import (blas, conv_direct, conv_fast, conv_winograd, elementwise_numba, pool_numba,
+               workspace)
 from .elementwise_numba import clip_at_zero
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
@@ -420,24 +421,28 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     return out, (algo, x_ph, wb, b is not None, x.shape, pads, geometry + (W_pad,))
 
 
-def backward(dout, cache, need_dx=True):
+def backward(dout, cache, need_dx=True, clip=None):
     """Gradients w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
     Returns dx (N, C, H, W), dw (O, C, KH, KW), db (O,) or None. With ``need_dx=False`` dx is
     not computed and None is returned in its place (the first layer's input is the data: the
-    training loop never uses its gradient).
+    training loop never uses its gradient). ``clip``: the layer's input x, the output of a ReLU
+    whose gradient dx then gets too: dx where x > 0, else 0 (``layers.fusion``); Winograd's
+    kernel applies it as it writes dx.
     """
     if isinstance(cache, Fallback):
-        return conv_fast.backward(dout, cache[0], need_dx=need_dx)
+        dx, dw, db = conv_fast.backward(dout, cache[0], need_dx=need_dx)
+        return _clipped(dx, clip), dw, db
     algo, x_pad, w, has_bias, x_shape, pads, geometry = cache
     dout = np.ascontiguousarray(dout, dtype=w.dtype)
     if algo == "winograd":                # x_pad is x, w the weights (O, C, 3, 3)
-        dx, dw, db = conv_winograd.gradients(x_pad, dout, w, pads, _GROUP, need_dx)
+        dx, dw, db = conv_winograd.gradients(x_pad, dout, w, pads, _GROUP, need_dx,
+                                             clip is not None)
         return dx, dw, db if has_bias else None
     if algo == "direct":                  # x_pad holds the phases, geometry the dilation
         dx, dw, db = conv_direct.backward(dout, x_pad, w, x_shape, pads, geometry, _GROUP,
                                           need_dx)
-        return dx, dw, db if has_bias else None
+        return _clipped(dx, clip), dw, db if has_bias else None
     N, C, H, W = x_shape
     x_ph, (*geometry, W_pad) = x_pad, geometry     # gemm's cache: the phased input
     KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out = geometry
@@ -474,4 +479,9 @@ def backward(dout, cache, need_dx=True):
     (pad_top, _), (pad_left, _) = pads
     dx = dx_pad if dx_pad.shape == x_shape else np.ascontiguousarray(
         dx_pad[:, :, pad_top:pad_top + H, pad_left:pad_left + W])
-    return dx, dw, db
+    return _clipped(dx, clip), dw, db
+
+
+def _clipped(dx, x):
+    """dx where x > 0, else 0 (the ReLU before the layer, x its output); dx itself without x."""
+    return dx if x is None or dx is None else elementwise_numba.relu_backward(dx, x)

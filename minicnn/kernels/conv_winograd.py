@@ -239,15 +239,18 @@ def _transform_output_gradient(dout, n, dm, rows, zeros):
 
 
 @helper()
-def _untransform_input(dv, dx, n, pad_top, pad_left, TH, TW, bands):
+def _untransform_input(dv, dx, n, pad_top, pad_left, TH, TW, bands, clip, x):
     """dx[n] (C, H, W) := the inside (from row pad_top, column pad_left) of the gradient of the
     padded image, given dv (C, 16, tiles), the gradient of every tile's V = Bᵀ d B: the sum over
     the tiles of B dV Bᵀ, each at its tile, tiles two apart overlapping by two rows and columns.
     bands (2, 4, 2·TW + 2) is scratch. The transpose of _transform_input's two passes, each
     written as a contiguous loop: along the rows, a column 2j takes the first column of tile j
     and the third of tile j − 1 (2j + 1: the second and the fourth); then down the columns,
-    rows 2i and 2i + 1 take band i's and band i − 1's the same way."""
+    rows 2i and 2i + 1 take band i's and band i − 1's the same way. With ``clip``, each row
+    then keeps its entries only where x (N, C, H, W) > 0, the gradient of a ReLU whose output
+    x is (0 elsewhere, as elementwise_numba.relu_backward), while the row is in the cache."""
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    zero = dx.dtype.type(0)
     one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
     u_top, u_left = np.uint64(pad_top), np.uint64(pad_left)
     TH, TW = np.uint64(TH), np.uint64(TW)
@@ -283,11 +286,15 @@ def _untransform_input(dv, dx, n, pad_top, pad_left, TH, TW, bands):
                         for s in range(np.uint64(W)):
                             q = s + u_left
                             row[s] = (rows[1, q] - rows[2, q] + rows[3, q]) - above[3, q]
+                    if clip:
+                        kept = x[n, c, h - u_top]
+                        for s in range(np.uint64(W)):
+                            row[s] = row[s] if kept[s] > zero else zero
 
 
 @kernel(parallel=True)
 def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, images, V, DM,
-               scratch, bands, gemm, set_threads):
+               scratch, bands, clip, gemm, set_threads):
     """partial[g] (16, O, C) = Σ over the images n of group g and their tiles of
     dM[:, ξ] (O, tiles) @ V[:, ξ]ᵀ (tiles, C): the gradient of U = G g Gᵀ, with V = Bᵀ d B of x
     padded as in _correlate and dM = A dY Aᵀ of dout (N, O, H_out, W_out); partial_b[g] (O,)
@@ -296,7 +303,8 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
     does not depend on the number of threads. When dx has images, the input gradient dx (N, C,
     H, W) too: for each image dV[:, ξ] (C, tiles) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, tiles), U (16,
     O, C) the transformed weights, written over V once the weight gradient's products have read
-    it, then B dV Bᵀ of every tile added into dx (_untransform_input). images, V (threads, C,
+    it, then B dV Bᵀ of every tile added into dx (_untransform_input; with ``clip``, only
+    where x > 0: the gradient of the ReLU before the layer). images, V (threads, C,
     16, tiles), DM (threads, O, 16, tiles), scratch (threads, 8, ≥ 2·TW + 2) and bands
     (threads, 2, 4, ≥ 2·TW + 2) are each thread's, as in _correlate."""
     N, C = x.shape[0], x.shape[1]
@@ -325,17 +333,19 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
                 for xi in range(16):    # dV[:, ξ] (C, T) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, T)
                     _gemm(gemm, TRANS, NO_TRANS, C, T, O, one, U[xi].ctypes.data, C,
                           dm[0, xi].ctypes.data, 16 * T, zero, v[0, xi].ctypes.data, 16 * T)
-                _untransform_input(v, dx, n, pad_top, pad_left, TH, TW, bands[thread])
+                _untransform_input(v, dx, n, pad_top, pad_left, TH, TW, bands[thread], clip,
+                                   x)
         _set_threads(set_threads, before)
 
 
-def gradients(x, dout, w, pads, group, need_dx=True):
+def gradients(x, dout, w, pads, group, need_dx=True, clip=False):
     """(dx (N, C, H, W) or None, dw (O, C, 3, 3), db (O,)) of out = x ⋆ w + b (3×3, stride 1,
     padding pads), given x (N, C, H, W) and dout (N, O, H_out, W_out), in one pass over the
     images: all three read dM = A dY Aᵀ. dw = Gᵀ dU G with dU = Σ dM ⊙ V over the images and
     tiles, in groups of ``group`` images added in order; dx the inside of Σ over the tiles of
     B (Σ_o U ⊙ dM) Bᵀ, the transpose of the forward pass; db = Σ over each image's tiles of
-    dM[:, 5] (the sum of each tile), the images in the same groups."""
+    dM[:, 5] (the sum of each tile), the images in the same groups. ``clip``: dx only where
+    x > 0, the gradient of the ReLU whose output x is, applied as dx is written."""
     (pad_top, _), (pad_left, _) = pads
     N, C, H, W = x.shape
     O, H_out, W_out = dout.shape[1:]
@@ -355,7 +365,7 @@ def gradients(x, dout, w, pads, group, need_dx=True):
     with blas.one_thread_per_product():
         _gradients(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
                    np.ascontiguousarray(dout), transform_weights(np.ascontiguousarray(w, dtype)),
-                   dx, partial, partial_b, group, images, V, DM, scratch, bands,
+                   dx, partial, partial_b, group, images, V, DM, scratch, bands, clip,
                    blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     dU = partial.sum(axis=0).reshape(4, 4, O, C)
     g = G.astype(dtype)

@@ -29,8 +29,8 @@ class _Elementwise(Layer):
         return check_upstream(self, dy, self._shape, self._dtype)
 
 
-#: ReLU's cache when the max-pool after it applies its gradient (``ReLU.applied_later``)
-_APPLIED_LATER = "applied by the MaxPool2D after it"
+#: ReLU's cache when the layer after it applies its gradient (``ReLU.applied_later``)
+_APPLIED_LATER = "applied by the layer after it"
 
 
 class ReLU(_Elementwise):
@@ -56,9 +56,11 @@ class ReLU(_Elementwise):
         return y
 
     def applied_later(self, shape, dtype):
-        """This ReLU ran inside a convolution that max-pooled its output of ``shape`` too
-        (``layers.fusion``): the MaxPool2D after it applies this ReLU's gradient (a maximum
-        not above 0 sends none back, ``MaxPool2D.computed``), so backward passes dy on."""
+        """The next layer applies this ReLU's gradient (``layers.fusion``), for its output of
+        ``shape``: a MaxPool2D that ran in the convolution before it (a maximum not above 0
+        sends none back, ``MaxPool2D.computed``) or a Conv2D that takes it as input (its dx
+        is kept only where its input is > 0, ``Conv2D.clips_input_gradient``). backward then
+        passes dy on."""
         self._shape, self._dtype = shape, dtype
         self._cache = _APPLIED_LATER
 

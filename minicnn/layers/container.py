@@ -153,7 +153,10 @@ class Sequential(Layer):
             n = fusion.chain_length(self.layers[:stop], i)
             shapes.append(tuple(x.shape))
             try:
+                x_in = x
                 x = self.layers[i](x) if n == 1 else fusion.run_chain(self.layers[i:i + n], x)
+                if i > 0:       # a ReLU before a Conv2D: the convolution takes its gradient
+                    fusion.hand_relu_gradient(self.layers[i - 1], self.layers[i], x_in)
             except ShapeError as err:
                 for j in range(i, i + n - 1):       # which fused layer refused: its context
                     try:

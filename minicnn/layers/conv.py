@@ -112,6 +112,7 @@ class Conv2D(Layer):
         ⌊H_out/2⌋, ⌊W_out/2⌋), and hands it what its backward pass needs (``computed``)."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
+        self._clip = None
         # remembered so that backward uses the kernels whose cache it receives
         self._kernels = kernels.conv()
         bias = self.bias.data if self.bias is not None else None
@@ -134,6 +135,14 @@ class Conv2D(Layer):
                                       relu=relu, pool=pool, need_cache=False)
         return y
 
+    _CACHES = ("_cache", "_x", "_clip")
+
+    def clips_input_gradient(self, x):
+        """x, this layer's input in the last forward pass, is a ReLU's output (``layers.fusion``):
+        backward then returns dx where x > 0, else 0, the ReLU's gradient too, applied as dx is
+        written (``ReLU.applied_later``)."""
+        self._clip = x
+
     def backward(self, dy, need_input_grad=True):
         """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad.
         With ``need_input_grad=False`` dx is not computed and None is returned."""
@@ -143,7 +152,8 @@ class Conv2D(Layer):
         if dy.shape != self._out_shape:
             raise ShapeError(f"{self!r}: backward expected dy of the output's shape "
                              f"{self._out_shape}, got {dy.shape}")
-        dx, dw, db = self._kernels.backward(dy, self._cache, need_dx=need_input_grad)
+        dx, dw, db = self._kernels.backward(dy, self._cache, need_dx=need_input_grad,
+                                            clip=getattr(self, "_clip", None))
         self.weight.grad = dw
         if self.bias is not None:
             self.bias.grad = db

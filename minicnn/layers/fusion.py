@@ -7,6 +7,11 @@ for the ReLU. That holds in training too: the convolution's backward pass reads 
 its output, and the ReLU's reads the clipped output (the ReLU keeps it, ``ReLU.computed``), so
 both layers keep what they keep unfused, and every number is the same bits.
 
+In training, a Conv2D whose input is a ReLU's output (mnist_cnn's second) applies that ReLU's
+gradient itself: its input gradient is kept only where its input is > 0, the ReLU's rule, as
+the kernel writes it (Winograd's; the others afterwards), and the ReLU passes its dy on
+(``hand_relu_gradient``): one pass over the full-size gradient fewer, the same bits.
+
 A 2×2 max-pool after the ReLU joins in (mnist_cnn's Conv2D -> ReLU -> MaxPool2D(2)): the kernel
 takes the maxima of each image's clipped output while it is in the cache, and writes only the
 pooled output, a quarter of the size, and where each maximum was (Winograd's kernel does; the
@@ -149,3 +154,14 @@ def run_chain(layers, x):
         rest[-1].output_shape(conv.output_shape(x.shape))
     relu = bool(rest) and type(rest[0]) is ReLU
     return conv.forward_with(x, weight, bias, relu=relu, pool=pool)
+
+
+def hand_relu_gradient(before, conv, x):
+    """After ``conv``'s forward pass on x, in training: when ``before`` (the layer before it)
+    is a ReLU, x its output, ``conv`` applies the ReLU's gradient to its dx and the ReLU
+    passes dy on. Not when x had to change dtype for ``conv``: the test x > 0 is the ReLU's
+    on its own output."""
+    if (type(before) is ReLU and type(conv) is Conv2D and _SWITCH.on and not _watched()
+            and keeping_caches() and getattr(x, "dtype", None) == conv.dtype):
+        conv.clips_input_gradient(x)
+        before.applied_later(x.shape, x.dtype)
