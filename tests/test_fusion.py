@@ -239,6 +239,28 @@ CONV_KERNELS = [("loops", None), ("fast", None), ("numba", "gemm"), ("numba", "d
                 ("numba", "winograd")]
 
 
+@contextlib.contextmanager
+def conv_kernels(backend, algorithm):
+    """The convolution kernel module of ``backend``, with ``algorithm`` forced (numba)."""
+    with kernels.using(backend):
+        module = kernels.conv()
+        if algorithm:
+            module.force(algorithm)
+        try:
+            yield module
+        finally:
+            if algorithm:
+                module.force(None)
+
+
+def layer_and_arguments(cfg, shape, dtype, seed, x):
+    """A Conv2D of ``cfg`` and the arguments of its kernels' forward pass on x."""
+    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
+    bias = layer.bias.data if layer.bias is not None else None
+    pads = layer.padding_for(*shape[2:])
+    return layer, (x, layer.weight.data, bias, layer.stride, pads, layer.dilation)
+
+
 @pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
 @settings(max_examples=max(10, settings.default.max_examples // 4))
 @given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
@@ -249,22 +271,12 @@ def test_relu_in_the_kernel_is_the_relu_of_its_output(backend, algorithm, config
     if algorithm == "winograd":                  # the shapes Winograd computes: 3×3, stride 1
         cfg.update(kernel_size=3, stride=1, dilation=1)
         assume(window_fits(cfg, shape))
-    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
     x = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
     x.flat[::7] = np.nan                           # NaN passes through, as with np.maximum
-    pads = layer.padding_for(*shape[2:])
-    bias = layer.bias.data if layer.bias is not None else None
-    args = (x, layer.weight.data, bias, layer.stride, pads, layer.dilation)
-    with kernels.using(backend):
-        module = kernels.conv()
-        if algorithm:
-            module.force(algorithm)
-        try:
-            plain, _ = module.forward(*args)
-            clipped, _ = module.forward(*args, relu=True)
-        finally:
-            if algorithm:
-                module.force(None)
+    _, args = layer_and_arguments(cfg, shape, dtype, seed, x)
+    with conv_kernels(backend, algorithm) as module:
+        plain, _ = module.forward(*args)
+        clipped, _ = module.forward(*args, relu=True)
     np.testing.assert_array_equal(clipped, np.maximum(plain, dtype(0)))
 
 
@@ -281,25 +293,15 @@ def test_pool_in_the_kernel_is_the_max_pool_of_its_output(backend, algorithm, co
     if algorithm == "winograd":
         cfg.update(kernel_size=3, stride=1, dilation=1)
     assume(window_fits(cfg, shape))
-    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
-    assume(min(layer.output_shape(shape)[2:]) >= 2)
     x = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
     x.flat[::11] = np.nan
     x.flat[1::5] = 0                    # ties: zeros through the ReLU
-    pads = layer.padding_for(*shape[2:])
-    bias = layer.bias.data if layer.bias is not None else None
-    args = (x, layer.weight.data, bias, layer.stride, pads, layer.dilation)
-    with kernels.using(backend):
-        module = kernels.conv()
-        if algorithm:
-            module.force(algorithm)
-        try:
-            plain, _ = module.forward(*args, relu=relu)
-            predicted, none = module.forward(*args, relu=relu, pool=True, need_cache=False)
-            pooled, (_, pool_cache) = module.forward(*args, relu=relu, pool=True)
-        finally:
-            if algorithm:
-                module.force(None)
+    layer, args = layer_and_arguments(cfg, shape, dtype, seed, x)
+    assume(min(layer.output_shape(shape)[2:]) >= 2)
+    with conv_kernels(backend, algorithm) as module:
+        plain, _ = module.forward(*args, relu=relu)
+        predicted, none = module.forward(*args, relu=relu, pool=True, need_cache=False)
+        pooled, (_, pool_cache) = module.forward(*args, relu=relu, pool=True)
         layer = mc.MaxPool2D(2)
         expected = layer(plain)
         dy = np.random.default_rng(seed + 2).standard_normal(expected.shape).astype(dtype)
@@ -322,24 +324,14 @@ def test_clip_in_the_backward_pass_is_the_relu_gradient(backend, algorithm, conf
     if algorithm == "winograd":
         cfg.update(kernel_size=3, stride=1, dilation=1)
     assume(window_fits(cfg, shape))
-    layer = mc.Conv2D(**cfg, dtype=dtype, rng=seed)
     x = np.maximum(np.random.default_rng(seed + 1).standard_normal(shape), 0).astype(dtype)
     x.flat[::13] = np.nan
-    pads = layer.padding_for(*shape[2:])
-    bias = layer.bias.data if layer.bias is not None else None
-    with kernels.using(backend):
-        module = kernels.conv()
-        if algorithm:
-            module.force(algorithm)
-        try:
-            out, cache = module.forward(x, layer.weight.data, bias, layer.stride, pads,
-                                        layer.dilation)
-            dout = np.random.default_rng(seed + 2).standard_normal(out.shape).astype(dtype)
-            plain = module.backward(dout, cache)
-            clipped = module.backward(dout, cache, clip=x)
-        finally:
-            if algorithm:
-                module.force(None)
+    _, args = layer_and_arguments(cfg, shape, dtype, seed, x)
+    with conv_kernels(backend, algorithm) as module:
+        out, cache = module.forward(*args)
+        dout = np.random.default_rng(seed + 2).standard_normal(out.shape).astype(dtype)
+        plain = module.backward(dout, cache)
+        clipped = module.backward(dout, cache, clip=x)
         expected = kernels.elementwise().relu_backward(plain[0], x)
     np.testing.assert_array_equal(clipped[0], expected)
     for a, b in zip(clipped[1:], plain[1:]):

@@ -100,13 +100,6 @@ def backward(dout, cache, need_dx=True, clip=None):
     ``clip``: the layer's input x, the output of a ReLU whose gradient dx then gets too: dx
     where x > 0, else 0 (``layers.fusion``).
     """
-    dx, dw, db = _backward(dout, cache, need_dx)
-    return (dx if clip is None or dx is None else elementwise_loops.relu_backward(dx, clip),
-            dw, db)
-
-
-def _backward(dout, cache, need_dx):
-    """``backward`` without the ReLU's gradient."""
     cols, w, has_bias, x_shape, x_pad_shape, stride, pads, dilation = cache
     N, C, H, W = x_shape
     O, _, KH, KW = w.shape
@@ -123,4 +116,6 @@ def _backward(dout, cache, need_dx):
     dcols = (w.reshape(O, C * KH * KW).T @ dout_rows.T).reshape(C, KH, KW, N, H_out, W_out)
     dx_pad = col2im(dcols, x_pad_shape, (KH, KW), stride, dilation, (H_out, W_out))
     dx = np.ascontiguousarray(dx_pad[:, :, pad_top: pad_top + H, pad_left: pad_left + W])
+    if clip is not None:       # the ReLU before the layer: its gradient too
+        dx = elementwise_loops.relu_backward(dx, clip)
     return dx, dw, db
