@@ -153,19 +153,16 @@ class Sequential(Layer):
             n = fusion.chain_length(self.layers[:stop], i)
             shapes.append(tuple(x.shape))
             try:
+                # the input shapes of the fused layers, for a later error's context; the one
+                # that refuses its input is named by its own index
+                for j in range(i, i + n - 1):
+                    shapes.append(tuple(self.layers[j].output_shape(shapes[-1])))
                 x_in = x
                 x = self.layers[i](x) if n == 1 else fusion.run_chain(self.layers[i:i + n], x)
                 if i > 0:       # a ReLU before a Conv2D: the convolution takes its gradient
                     fusion.hand_relu_gradient(self.layers[i - 1], self.layers[i], x_in)
             except ShapeError as err:
-                for j in range(i, i + n - 1):       # which fused layer refused: its context
-                    try:
-                        shapes.append(self.layers[j].output_shape(shapes[-1]))
-                    except ShapeError:
-                        break
                 raise self._with_context(err, len(shapes) - 1, shapes) from None
-            for j in range(i, i + n - 1):           # the input shapes of the fused layers
-                shapes.append(tuple(self.layers[j].output_shape(shapes[-1])))
             if not keeping_caches():
                 for layer in self.layers[i:i + n]:
                     layer.forget()

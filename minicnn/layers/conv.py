@@ -118,7 +118,7 @@ class Conv2D(Layer):
         bias = self.bias.data if self.bias is not None else None
         y, self._cache = self._kernels.forward(x, self.weight.data, bias, self.stride, pads,
                                                self.dilation, relu=relu, pool=pool is not None)
-        self._out_shape = self.output_shape(x.shape)
+        self._out_shape = y.shape if pool is None else self.output_shape(x.shape)
         if pool is not None:
             self._cache, pool_cache = self._cache
             pool.computed(y, pool_cache, kernels.pool(), clipped=relu)
