@@ -269,6 +269,8 @@ def test_blas_in_numba_equals_the_numpy_path(monkeypatch, algorithm, dtype, bias
                dilation=(2, 1), bias=bias)
     args = conv_arguments(cfg, (9, 3, 9, 8), dtype, 3)     # 9 images: groups of 4, 4 and 1
     algorithm("gemm")
+    # one image per product on both sides: a product of another width may round otherwise
+    monkeypatch.setattr(conv_numba, "_images_per_product", lambda N, HW: 1)
     in_numba = conv_outputs(conv_numba, *args, dout_seed=4)
     monkeypatch.setattr(conv_numba.blas, "GEMM", None)
     monkeypatch.setattr(conv_numba, "_CHUNK_BYTES", 1)
@@ -276,6 +278,39 @@ def test_blas_in_numba_equals_the_numpy_path(monkeypatch, algorithm, dtype, bias
     assert_same_outputs(in_numba, from_python, dtype, f"{cfg} {np.dtype(dtype)}",
                         conv_bounds(args, 4, dtype))
     np.testing.assert_array_equal(in_numba[0], from_python[0])   # the same products
+
+
+@pytest.mark.skipif(conv_numba.blas.GEMM is None, reason="NumPy's BLAS is not callable from "
+                    "Numba here: each image is its own product on the NumPy path")
+@given(config=conv_configs(), dtype=st.sampled_from([np.float64, np.float32]),
+       images=st.integers(4, 9), per_product=st.integers(2, 5), seed=st.integers(0, 2**16))
+@settings(max_examples=30)
+def test_gemm_products_of_several_images_equal_loops(config, dtype, images, per_product, seed):
+    """gemm puts the im2col matrices of several images side by side in one product (small
+    images: one product of B·H_out·W_out columns instead of B thin ones); the batch need not be
+    a multiple of B, so the last product is narrower, and the weight gradient is summed in
+    groups of a multiple of B images."""
+    cfg, shape = config
+    shape = (images,) + shape[1:]
+    assume(window_fits(cfg, shape))
+    cfg["out_channels"] = min(cfg["out_channels"], 3)
+    args = conv_arguments(cfg, shape, dtype, seed)
+    with pytest.MonkeyPatch.context() as patch, conv_numba.forcing("gemm"):
+        patch.setattr(conv_numba, "_images_per_product", lambda N, HW: per_product)
+        ours = conv_outputs(conv_numba, *args, dout_seed=seed + 2)
+    reference = conv_outputs(conv_loops, *args, dout_seed=seed + 2)
+    assert_same_outputs(ours, reference, dtype,
+                        f"{per_product} images per product: {cfg} on {shape} {np.dtype(dtype)}",
+                        conv_bounds(args, seed + 2, dtype))
+
+
+def test_gemm_takes_several_small_images_per_product():
+    """Small images share a product, large ones do not, and a small batch is still split
+    among the threads."""
+    assert conv_numba._images_per_product(64, 4) > 1           # resnet_small's last stage
+    assert conv_numba._images_per_product(64, 676) == 1        # mnist_cnn's 26×26
+    assert conv_numba._images_per_product(3, 4) == 1
+    assert conv_numba._images_per_product(64, 4) * 4 <= 64
 
 
 @pytest.mark.parametrize("name", ["direct", "gemm", "winograd"])
@@ -515,6 +550,13 @@ for name, layer in [("direct", mc.Conv2D(3, 4, 3, padding=1, rng=1)),
     y = layer(x)
     out[f"{name} {layer!r}"] = [y.tolist(), layer.backward(np.cos(y)).tolist(),
                                 layer.weight.grad.tolist(), layer.bias.grad.tolist()]
+conv_numba.force("gemm")         # several small images per product: 13 = 3+3+3+3+1
+layer = mc.Conv2D(3, 4, 1, stride=2, rng=1)
+x = rng.standard_normal((13, 3, 5, 5)).astype(np.float32)
+assert conv_numba._images_per_product(13, 9) == 3
+y = layer(x)
+out["gemm, 3 images per product"] = [y.tolist(), layer.backward(np.cos(y)).tolist(),
+                                     layer.weight.grad.tolist(), layer.bias.grad.tolist()]
 conv_numba.force("winograd")     # Conv2D -> ReLU -> MaxPool2D(2) in one kernel, both ways
 chain = mc.Sequential([mc.Conv2D(3, 4, 3, padding=1, rng=2), mc.ReLU(), mc.MaxPool2D(2)])
 y = chain(rng.standard_normal((7, 3, 11, 10)).astype(np.float32))

@@ -10,7 +10,12 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
 * "gemm" (the default for every other shape): im2col written in Numba, then the products in BLAS,
   one image per thread (``prange`` over the batch). Each thread builds its image's im2col
   matrix in its own buffer, which stays in its cache, and calls BLAS itself, single-threaded
-  (``blas.py``): no Python between the images and no second pool of threads. The backward
+  (``blas.py``): no Python between the images and no second pool of threads. Small images
+  (resnet_small's later stages: 4×4 and 2×2 outputs) would make thin products, 4 to 64
+  columns, where BLAS spends more time starting than multiplying; there the matrices of B
+  images sit side by side, one product of about ``_PRODUCT_COLUMNS`` columns for the B
+  (``_images_per_product``; measured on 2 threads, resnet_small's gemm layers forward and
+  backward: 15.1 ms per batch of 64 one image per product, 12.1 ms with 256 columns). The backward
   pass rebuilds the image's matrix instead of keeping the batch's (LeNet-5's would be 5 MB,
   mnist_cnn's 43 MB: rebuilding from the cache costs less than reading them back). A large
   kernel with a stride reads the input split into column phases (``_phased``), so that each
@@ -56,6 +61,8 @@ from .jit import COMPILED_DTYPES, Fallback, helper, kernel
 _CHUNK_BYTES = 2 << 20      # NumPy path: im2col of a few images at a time (the L2 cache's size)
 _GROUP = 4                  # images whose weight gradients one thread adds up before the next
 _ALGORITHMS = ("direct", "gemm", "winograd")
+_PRODUCT_COLUMNS = 256     # columns of one product, made of several small images (measured:
+_PRODUCT_GROUPS = 4        # 128 to 1024 within 3 %), and at least this many products a batch
 _forced = None
 # Winograd from this many input and output channels, and input positions H·W, on: below, its
 # 16 products are too small for BLAS to beat one im2col product. Measured on one thread,
@@ -254,56 +261,81 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
 
 
 @kernel(parallel=True)
-def _gemm_forward(x_ph, wb, out, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
-                  relu, gemm, set_threads):
-    """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), one
-    image per iteration, then max(·, 0) with ``relu``; cols (threads, rows, 1, H_out·W_out) is
-    each thread's im2col matrix (its ones row set)."""
+def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
+                  W_out, relu, gemm, set_threads):
+    """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), then
+    max(·, 0) with ``relu``. cols (threads, rows, B, H_out·W_out) is each thread's im2col
+    matrix for B images side by side (its ones row set), one product for the B images; with
+    B > 1 the product goes to outs (threads, O, B, H_out·W_out) and is copied out image by
+    image, else straight into out[n]."""
     O, rows = wb.shape
     HW = H_out * W_out
+    N, B = x_ph.shape[0], cols.shape[2]
     one, zero = out.dtype.type(1), out.dtype.type(0)
-    for n in prange(x_ph.shape[0]):
+    for g in prange(-(-N // B)):
         buf = cols[numba.get_thread_id()]
-        _im2col_image(x_ph, n, buf, 0, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out)
+        n0 = g * B
+        nb = min(B, N - n0)
+        for b in range(nb):
+            _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
+                          H_out, W_out)
+        if B == 1:
+            target = out[n0].ctypes.data
+        else:
+            target = outs[numba.get_thread_id()].ctypes.data
         before = _set_threads(set_threads, 1)   # this product on this thread: the others are busy
-        _gemm(gemm, NO_TRANS, NO_TRANS, O, HW, rows, one, wb.ctypes.data, rows,
-              buf.ctypes.data, HW, zero, out[n].ctypes.data, HW)
+        _gemm(gemm, NO_TRANS, NO_TRANS, O, nb * HW, rows, one, wb.ctypes.data, rows,
+              buf.ctypes.data, B * HW, zero, target, B * HW)
         _set_threads(set_threads, before)
-        if relu:
-            clip_at_zero(out[n].reshape(O * HW))
+        for b in range(nb):
+            if B > 1:
+                out[n0 + b] = outs[numba.get_thread_id(), :, b]
+            if relu:
+                clip_at_zero(out[n0 + b].reshape(O * HW))
 
 
 @kernel(parallel=True)
-def _gemm_backward(x_ph, wb, dout, partial, dx_ph, cols, dcols, group, KH, KW, stride_h,
+def _gemm_backward(x_ph, wb, dout, partial, dx_ph, cols, dcols, douts, group, KH, KW, stride_h,
                    stride_w, dil_h, dil_w, H_out, W_out, gemm, set_threads):
     """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, H_out·W_out) @
     dout[n]ᵀ, the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to
     1.7 times on LeNet-5's and mnist_cnn's second layers); dx_ph[n] = col2im(Wᵀ @ dout[n]) when
     dx_ph has images (else only the weights' gradient).
 
-    Groups of ``group`` images, in parallel; their sums are added in order afterwards, so the
+    B images per product (cols (threads, rows, B, HW), dcols (threads, K, B, HW)): with B > 1
+    their dout is first copied side by side into douts (threads, O, B, HW). Groups of ``group``
+    images (a multiple of B), in parallel; their sums are added in order afterwards, so the
     result does not depend on the number of threads.
     """
     N = x_ph.shape[0]
     O, rows = wb.shape
-    K, HW = dcols.shape[1], H_out * W_out
+    K, B, HW = dcols.shape[1], cols.shape[2], H_out * W_out
     one, zero = dout.dtype.type(1), dout.dtype.type(0)
     for g in prange(partial.shape[0]):
         buf, dbuf = cols[numba.get_thread_id()], dcols[numba.get_thread_id()]
         before = _set_threads(set_threads, 1)
-        for n in range(g * group, min(N, (g + 1) * group)):
-            _im2col_image(x_ph, n, buf, 0, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                          W_out)
-            # partial[g] (+)= buf (rows, HW) @ dout[n]ᵀ (HW, O)
-            _gemm(gemm, NO_TRANS, TRANS, rows, O, HW, one, buf.ctypes.data, HW,
-                  dout[n].ctypes.data, HW, zero if n == g * group else one,
+        for n0 in range(g * group, min(N, (g + 1) * group), B):
+            nb = min(B, N - n0)
+            for b in range(nb):
+                _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
+                              H_out, W_out)
+                if B > 1:
+                    douts[numba.get_thread_id(), :, b] = dout[n0 + b]
+            if B == 1:
+                d = dout[n0].ctypes.data
+            else:
+                d = douts[numba.get_thread_id()].ctypes.data
+            # partial[g] (+)= buf (rows, nb·HW) @ d (O, nb·HW)ᵀ
+            _gemm(gemm, NO_TRANS, TRANS, rows, O, nb * HW, one, buf.ctypes.data, B * HW,
+                  d, B * HW, zero if n0 == g * group else one,
                   partial[g].ctypes.data, O)
             if dx_ph.shape[0] > 0:
-                # dbuf (K, HW) = W[:, :K]ᵀ (K, O) @ dout[n] (O, HW); W is wb, leading dim rows
-                _gemm(gemm, TRANS, NO_TRANS, K, HW, O, one, wb.ctypes.data, rows,
-                      dout[n].ctypes.data, HW, zero, dbuf.ctypes.data, HW)
-                _col2im_image(dbuf, 0, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w,
-                              H_out, W_out)
+                # dbuf (K, nb·HW) = W[:, :K]ᵀ (K, O) @ d (O, nb·HW); W is wb, leading dim rows
+                _gemm(gemm, TRANS, NO_TRANS, K, nb * HW, O, one, wb.ctypes.data, rows,
+                      d, B * HW, zero, dbuf.ctypes.data, B * HW)
+                for b in range(nb):
+                    _col2im_image(dbuf, b, dx_ph, n0 + b, KH, KW, stride_h, stride_w, dil_h,
+                                  dil_w, H_out, W_out)
         _set_threads(set_threads, before)
 
 
@@ -336,15 +368,22 @@ def _with_bias(w, b):
     return wb
 
 
+def _images_per_product(N, HW):
+    """Images whose im2col matrices sit side by side in one product: enough for
+    ``_PRODUCT_COLUMNS`` columns, and at most N / ``_PRODUCT_GROUPS`` so that the threads still
+    have products to share."""
+    return max(1, min(-(-_PRODUCT_COLUMNS // HW), N // _PRODUCT_GROUPS))
+
+
 def _chunk(rows, HW, itemsize):
     """Images per chunk of the NumPy path: an im2col matrix of about ``_CHUNK_BYTES``."""
     return max(1, _CHUNK_BYTES // (rows * HW * itemsize))
 
 
-def _buffers(count, rows, HW, dtype, ones):
-    """``count`` im2col matrices (rows, 1, HW) (a block of one image, as ``_im2col_image``
-    writes); with ``ones`` the last row is all ones."""
-    cols = workspace.empty((count, rows, 1, HW), dtype)
+def _buffers(count, rows, HW, dtype, ones, images=1):
+    """``count`` im2col matrices (rows, images, HW) (a block of ``images`` images side by side,
+    as ``_im2col_image`` writes); with ``ones`` the last row is all ones."""
+    cols = workspace.empty((count, rows, images, HW), dtype)
     if ones:
         cols[:, -1] = 1
     return cols
@@ -405,9 +444,11 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     flat = out.reshape(N, O, HW)
     x_ph = _phased(x_pad, KH, KW, stride_h, stride_w)   # cached: backward's im2col reads it
     if blas.GEMM is not None:
-        cols = _buffers(numba.get_num_threads(), wb.shape[1], HW, w.dtype, b is not None)
+        threads, B = numba.get_num_threads(), _images_per_product(N, HW)
+        cols = _buffers(threads, wb.shape[1], HW, w.dtype, b is not None, B)
+        outs = workspace.empty((threads if B > 1 else 0, O, B, HW), w.dtype)
         with blas.one_thread_per_product():
-            _gemm_forward(x_ph, wb, flat, cols, *geometry, relu, blas.GEMM[w.dtype],
+            _gemm_forward(x_ph, wb, flat, cols, outs, *geometry, relu, blas.GEMM[w.dtype],
                           blas.SET_THREADS_LOCAL)
     else:
         B = _chunk(wb.shape[1], HW, w.itemsize)
@@ -451,12 +492,14 @@ def backward(dout, cache, need_dx=True, clip=None):
     rows = w.shape[1]                 # w is [W | b] here
     flat = dout.reshape(N, O, HW)
     if blas.GEMM is not None:
-        threads = numba.get_num_threads()
-        partial = np.empty((-(-N // _GROUP), rows, O), dtype=w.dtype)
-        cols = _buffers(threads, rows, HW, w.dtype, has_bias)
-        dcols = workspace.empty((threads if need_dx else 0, K, 1, HW), w.dtype)
+        threads, B = numba.get_num_threads(), _images_per_product(N, HW)
+        group = B * -(-_GROUP // B)
+        partial = np.empty((-(-N // group), rows, O), dtype=w.dtype)
+        cols = _buffers(threads, rows, HW, w.dtype, has_bias, B)
+        dcols = workspace.empty((threads if need_dx else 0, K, B, HW), w.dtype)
+        douts = workspace.empty((threads if B > 1 else 0, O, B, HW), w.dtype)
         with blas.one_thread_per_product():
-            _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, _GROUP, *geometry,
+            _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, douts, group, *geometry,
                            blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
         dwb = partial.sum(axis=0).T
     else:

@@ -6,7 +6,8 @@ need for the next convolution; and Numba's threads, spinning after a convolution
 to OpenBLAS. Measured on 2 cores: mnist_cnn's training step 2 times slower with both pools
 than with Numba's alone. So minicnn has one pool of threads: here each of Numba's threads
 multiplies a block of the rows, or of the columns, on one BLAS thread, as the convolutions do
-(``blas.py``).
+(``blas.py``). The blocks depend on the shapes only, not on the number of threads, so that
+the result is the same, bit for bit, on one thread or on several.
 
 ``matmul(a, b)`` takes 2-D float32 or float64 arrays of one dtype, either of them possibly a
 transposed view (``w.T``): BLAS reads it with its "transposed" flag, without a copy.
@@ -25,6 +26,13 @@ from .jit import COMPILED_DTYPES, kernel
 #: 3 million) waking a second thread costs more than it saves; mnist_cnn's first Dense (75
 #: million) is 1.1 times faster split, measured on 2 threads
 _PARALLEL_MACS = 1 << 23
+#: a product that splits is cut into at most ``_BLOCKS`` blocks of at least ``_NARROWEST`` rows
+#: or columns, however many threads there are: BLAS may round a product of another shape
+#: differently (measured on an AMD EPYC: Dense(2000, 100) on 64 rows, cut in 2 blocks of 50
+#: columns, differs in the last bit from the one product), so the blocks, and hence the bits,
+#: must not depend on the number of threads
+_BLOCKS = 8
+_NARROWEST = 64
 
 
 @kernel(parallel=True)
@@ -80,7 +88,7 @@ def matmul(a, b):
     # gradient) and W's columns (input gradient), 1.1 to 1.3 times faster than splitting the 64
     # rows of the batch, measured on 2 threads
     by_columns = N > M
-    blocks = min(numba.get_num_threads(), N if by_columns else M)
+    blocks = max(1, min(_BLOCKS, (N if by_columns else M) // _NARROWEST))
     if M * N * K < _PARALLEL_MACS:
         blocks = 1
     with blas.one_thread_per_product():

@@ -87,7 +87,16 @@ class Add(Layer):
         if dy.shape != self._shape:
             raise ShapeError(f"{self!r}: backward expected dy of the output's shape {self._shape}, "
                              f"got {dy.shape}")
-        return (dy,) + tuple(dy.copy() for _ in range(self._count - 1))
+        # a copy for each other input, so that a backward pass that writes into its dy does not
+        # change another's (on reused memory: a fresh array is paged in at every batch)
+        return (dy,) + tuple(_copy(dy) for _ in range(self._count - 1))
+
+
+def _copy(a):
+    """A copy of ``a`` on the kernels' reused memory (``kernels.workspace``)."""
+    out = workspace.empty_like(a)
+    np.copyto(out, a)
+    return out
 
 
 def _differences(a, b):
@@ -186,7 +195,9 @@ class _ResidualBlock(Layer):
             d_branch = layer.backward(d_branch)
         for _, layer in reversed(self._shortcut()):
             d_shortcut = layer.backward(d_shortcut)
-        return d_branch + d_shortcut
+        if d_branch.shape != d_shortcut.shape or d_branch.dtype != d_shortcut.dtype:
+            return d_branch + d_shortcut
+        return np.add(d_branch, d_shortcut, out=workspace.empty_like(d_branch))
 
     def output_shape(self, input_shape):
         input_shape = tuple(input_shape)
