@@ -420,3 +420,60 @@ def test_every_kernel_backend_fuses(backend):
         with no_grad():
             assert fusion.chain_length(model.layers, 2) == 3
             np.testing.assert_array_equal(model(x), expected)
+
+
+@pytest.mark.parametrize("backend", ["loops", "fast", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_fuses_batchnorm_relu_bit_for_bit(backend, dtype, monkeypatch):
+    """resnet_small in training, BatchNorm2D -> ReLU fused and not: the output, dx, every
+    gradient and the running statistics, bit for bit; fused, only the ReLUs after a sum run
+    (each block's last), and the ReLUs still pass their gradient back. Then the same with
+    frozen BatchNorms (their running statistics, caches kept): the fused clip of
+    ``forward_eval``."""
+    calls = []
+    monkeypatch.setattr(mc.ReLU, "forward", lambda self, x, _f=mc.ReLU.forward:
+                        calls.append(self) or _f(self, x))
+    size = 16 if backend == "loops" else 32          # the loops are slow; 16: 1×1 at the end
+    x = np.random.default_rng(3).standard_normal((2, 3, size, size)).astype(dtype)
+    dy = np.random.default_rng(4).standard_normal((2, 3)).astype(dtype)
+    for frozen in (False, True):
+        runs = []
+        for fused in (False, True):
+            model = mc.zoo.resnet_small(rng=0, dtype=dtype)
+            if frozen:
+                for _, layer in model.named_modules():
+                    if type(layer) is mc.BatchNorm2D:
+                        layer.trainable = False
+            relus = [layer for _, layer in model.named_modules() if type(layer) is mc.ReLU]
+            last = [block.relu3 for _, block in model.named_modules()
+                    if type(block).__name__ == "Bottleneck"]
+            calls.clear()
+            with kernels.using(backend), (contextlib.nullcontext() if fused
+                                          else fusion.disabled()):
+                y = model(x)
+                dx = model.backward(dy)
+            ran = last if fused else relus
+            assert len(calls) == len(ran) and set(map(id, calls)) == set(map(id, ran))
+            runs.append([y, dx] + [p.grad.copy() for p in model.parameters() if p.trainable]
+                        + [b.copy() for b in model.buffers()])
+        assert len(runs[0]) == len(runs[1])
+        for a, b in zip(*runs):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_layer_hooked_on_itself_ends_the_chain():
+    """A forward or backward replaced on the layer (a user's hook, as tests/test_resnet.py's
+    rounding bound records each layer) is called as itself, never fused away."""
+    cfg = dict(in_channels=2, out_channels=3, kernel_size=3, padding=1)
+    model = mc.Sequential([mc.Conv2D(**cfg, rng=0), mc.ReLU(), mc.MaxPool2D(2),
+                           mc.BatchNorm2D(3), mc.ReLU()])
+    assert fusion.chain_length(model.layers, 0) == 3 and fusion.chain_length(model.layers, 3) == 2
+    seen = []
+    for layer in (model[2], model[4]):
+        layer.forward = lambda x, _f=layer.forward, _l=layer: seen.append(_l) or _f(x)
+    assert fusion.chain_length(model.layers, 0) == 2 and fusion.chain_length(model.layers, 3) == 1
+    model(np.ones((2, 2, 6, 6), np.float32))
+    assert seen == [model[2], model[4]]
+    model[0].backward = model[0].backward
+    assert fusion.chain_length(model.layers, 0) == 1

@@ -339,6 +339,36 @@ def _gemm_backward(x_ph, wb, dout, partial, dx_ph, cols, dcols, douts, group, KH
         _set_threads(set_threads, before)
 
 
+@kernel()
+def _weight_gradient(partial, K, dw, db):
+    """dw (O, K) and db (O,) (when it has O entries) := Σ_g partial[g] (rows, O), transposed:
+    partial[0] + partial[1] + ... in that order, as ``partial.sum(axis=0)`` adds them, the
+    bias's row K after the K rows of the weights. 16 rows at a time, so that each row of dw is
+    written 16 values at a time (a transposing copy through NumPy, one value per cache line,
+    took 43 µs for resnet_small's last layer, (128, 256))."""
+    G, rows, O = partial.shape
+    u = np.uint64
+    P, D = partial.reshape(partial.size), dw.reshape(dw.size)
+    block = np.empty(16 * O, dtype=partial.dtype)
+    u_O, u_K, plane = u(O), u(K), u(rows * O)
+    for k0 in range(0, rows, 16):
+        n = u(min(16, rows - k0))
+        start = u(k0) * u_O
+        for e in range(n * u_O):
+            block[e] = P[start + e]
+        for g in range(1, G):
+            at = u(g) * plane + start
+            for e in range(n * u_O):
+                block[e] += P[at + e]
+        n_w = u(max(0, min(rows - k0, 16, K - k0)))
+        for o in range(u_O):
+            row = o * u_K + u(k0)
+            for i in range(n_w):
+                D[row + i] = block[i * u_O + o]
+            if n_w < n and db.shape[0] > 0:
+                db[o] = block[(u_K - u(k0)) * u_O + o]
+
+
 @kernel(parallel=True)
 def _im2col(x_ph, n0, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
     """cols[b, :K] (K, 1, H_out·W_out) := im2col of image n0 + b, for every b (without BLAS in
@@ -501,7 +531,9 @@ def backward(dout, cache, need_dx=True, clip=None):
         with blas.one_thread_per_product():
             _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, douts, group, *geometry,
                            blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
-        dwb = partial.sum(axis=0).T
+        dw = np.empty((O, C, KH, KW), dtype=w.dtype)
+        db = np.empty(O if has_bias else 0, dtype=w.dtype)
+        _weight_gradient(partial, K, dw.reshape(O, K), db)
     else:
         B = _chunk(rows, HW, w.itemsize)
         cols = _buffers(min(B, N), rows, HW, w.dtype, has_bias)
@@ -514,8 +546,9 @@ def backward(dout, cache, need_dx=True, clip=None):
             if need_dx:
                 dcols = np.matmul(w_t, flat[n0:n0 + nb])[:, :, None]
                 _col2im(dcols, n0, dx_ph, *geometry)
-    dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
-    db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
+        dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
+        db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
+    db = db if has_bias else None
     dx_pad = _unphased(dx_ph, W_pad) if need_dx else None
     if not need_dx:
         return None, dw, db

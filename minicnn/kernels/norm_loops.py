@@ -28,26 +28,35 @@ def _normalise(x, mean, var, weight, bias, eps):
     return y, x_hat, inv_std
 
 
-def forward_train(x, weight, bias, eps):
+def forward_train(x, weight, bias, eps, relu=False):
     """Normalise with the batch's statistics.
 
     x (N, C, H, W), weight and bias (C,) or None, eps > 0 -> (y (N, C, H, W), mean (C,),
     var (C,), cache). var is the BIASED variance Σ(x − mean)²/n, the one both frameworks
-    normalise with; the layer turns it into the running variance it keeps.
+    normalise with; the layer turns it into the running variance it keeps. relu: y = max(y, 0),
+    the ReLU after the layer (``layers.fusion``).
     """
     mean = x.mean(axis=AXES)
     var = x.var(axis=AXES)
     y, x_hat, inv_std = _normalise(x, mean, var, weight, bias, eps)
-    return y, mean, var, (x_hat, inv_std, True)
+    return _clipped(y, x_hat, relu), mean, var, (x_hat, inv_std, True)
 
 
-def forward_eval(x, mean, var, weight, bias, eps):
+def forward_eval(x, mean, var, weight, bias, eps, relu=False):
     """Normalise with given statistics (the running ones), constants for backward.
 
-    x (N, C, H, W), mean and var (C,), weight and bias (C,) or None -> (y (N, C, H, W), cache).
+    x (N, C, H, W), mean and var (C,), weight and bias (C,) or None -> (y (N, C, H, W), cache);
+    relu as in ``forward_train``.
     """
     y, x_hat, inv_std = _normalise(x, mean, var, weight, bias, eps)
-    return y, (x_hat, inv_std, False)
+    return _clipped(y, x_hat, relu), (x_hat, inv_std, False)
+
+
+def _clipped(y, x_hat, relu):
+    """max(y, 0) with ``relu`` (a new array when y is x_hat, which the cache keeps), else y."""
+    if not relu:
+        return y
+    return np.maximum(y, y.dtype.type(0), out=None if y is x_hat else y)
 
 
 def saved_for_backward(cache):

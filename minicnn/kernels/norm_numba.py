@@ -26,6 +26,7 @@ import numpy as np
 from numba import prange
 
 from . import norm_loops, workspace
+from .elementwise_numba import clip_at_zero
 from .jit import COMPILED_DTYPES, FMA, SUM, Fallback, kernel
 
 _PARALLEL_SIZE = 1 << 15     # below this many elements one thread is faster than waking two
@@ -57,14 +58,18 @@ def _plane_sums(x, shift, sums, squares):
 
 
 @kernel(parallel=True, fastmath=FMA)
-def _normalise(x, mean, inv_std, weight, bias, y):
-    """y = (x − mean)·inv_std·γ + β per channel; x, y (N, C, H·W), the rest (C,)."""
+def _normalise(x, mean, inv_std, weight, bias, y, relu):
+    """y = (x − mean)·inv_std·γ + β per channel, then max(y, 0) with ``relu`` (the ReLU after
+    the layer, on each plane just written, while it is in the cache: the same bits as a ReLU
+    pass over the whole output afterwards); x, y (N, C, H·W), the rest (C,)."""
     N, C, HW = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         m, s, g, b = mean[c], inv_std[c], weight[c], bias[c]
         for i in range(HW):
             y[n, c, i] = (x[n, c, i] - m) * s * g + b
+        if relu:
+            clip_at_zero(y[n, c])
 
 
 @kernel(parallel=True, fastmath=SUM)
@@ -136,22 +141,23 @@ def _inv_std(var, eps, dtype):
     return (1 / np.sqrt(np.asarray(var, np.float64) + eps)).astype(dtype)
 
 
-def _apply(x, mean, inv_std, weight, bias):
-    """y (N, C, H, W) = (x − mean)·inv_std·γ + β."""
+def _apply(x, mean, inv_std, weight, bias, relu=False):
+    """y (N, C, H, W) = (x − mean)·inv_std·γ + β [then max(y, 0)]."""
     y = workspace.empty_like(x)
     gamma, beta = _affine(weight, bias, x.shape[1], x.dtype)
-    _version(_normalise, x.size)(_planes(x), mean, inv_std, gamma, beta, _planes(y))
+    _version(_normalise, x.size)(_planes(x), mean, inv_std, gamma, beta, _planes(y), relu)
     return y
 
 
-def forward_train(x, weight, bias, eps):
+def forward_train(x, weight, bias, eps, relu=False):
     """Normalise with the batch's statistics.
 
     x (N, C, H, W), weight and bias (C,) or None, eps > 0 -> (y (N, C, H, W), mean (C,),
     var (C,), cache), mean and var (biased: Σ(x − mean)²/n) in x's dtype. The cache keeps x.
+    relu: y = max(y, 0), the ReLU after the layer (``layers.fusion``); the cache is the same.
     """
     if x.dtype not in COMPILED_DTYPES:
-        y, mean, var, cache = norm_loops.forward_train(x, weight, bias, eps)
+        y, mean, var, cache = norm_loops.forward_train(x, weight, bias, eps, relu)
         return y, mean, var, Fallback((cache,))
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
@@ -165,22 +171,23 @@ def forward_train(x, weight, bias, eps):
         shift = mean
     inv_std = _inv_std(var, eps, x.dtype)
     mean = mean.astype(x.dtype)
-    y = _apply(x, mean, inv_std, weight, bias)
+    y = _apply(x, mean, inv_std, weight, bias, relu)
     return y, mean, var.astype(x.dtype), (x, mean, inv_std, True)
 
 
-def forward_eval(x, mean, var, weight, bias, eps):
+def forward_eval(x, mean, var, weight, bias, eps, relu=False):
     """Normalise with given statistics (the running ones), constants for backward.
 
-    x (N, C, H, W), mean and var (C,), weight and bias (C,) or None -> (y (N, C, H, W), cache).
+    x (N, C, H, W), mean and var (C,), weight and bias (C,) or None -> (y (N, C, H, W), cache);
+    relu as in ``forward_train``.
     """
     if x.dtype not in COMPILED_DTYPES:
-        y, cache = norm_loops.forward_eval(x, mean, var, weight, bias, eps)
+        y, cache = norm_loops.forward_eval(x, mean, var, weight, bias, eps, relu)
         return y, Fallback((cache,))
     x = np.ascontiguousarray(x)
     inv_std = _inv_std(var, eps, x.dtype)
     mean = np.array(mean, x.dtype)          # a copy: the running mean moves in place
-    return _apply(x, mean, inv_std, weight, bias), (x, mean, inv_std, False)
+    return _apply(x, mean, inv_std, weight, bias, relu), (x, mean, inv_std, False)
 
 
 def saved_for_backward(cache):

@@ -7,6 +7,9 @@ for the ReLU. That holds in training too: the convolution's backward pass reads 
 its output, and the ReLU's reads the clipped output (the ReLU keeps it, ``ReLU.computed``), so
 both layers keep what they keep unfused, and every number is the same bits.
 
+A BatchNorm2D followed by a ReLU (every stage of a ResNet, in training) clips its output the
+same way, each plane as it is written, and the ReLU keeps that output for its backward pass.
+
 In training, a Conv2D whose input is a ReLU's output (mnist_cnn's second) applies that ReLU's
 gradient itself: its input gradient is kept only where its input is > 0, the ReLU's rule, as
 the kernel writes it (Winograd's; the others afterwards), and the ReLU passes its dy on
@@ -43,7 +46,8 @@ fusing off.
 The numbers: the clipped and the pooled outputs are the same bits. The folding rounds s·W and
 s·b + t instead of the convolution's output and BatchNorm's steps, so the result moves by a few
 units in the last place of each term's size; ``tests/test_fusion.py`` bounds it. Only these
-exact classes fuse: a subclass may compute something else, and runs as itself. Nothing fuses while
+exact classes fuse: a subclass may compute something else, and runs as itself, as does a
+layer whose forward or backward was replaced on the layer itself (a hook). Nothing fuses while
 ``Layer.__call__`` is wrapped (``minicnn.trace`` records each layer's call): every layer is
 then called, to be seen.
 """
@@ -88,11 +92,33 @@ def relu_in_place(layer, y):
 
 def chain_length(layers, i):
     """How many of ``layers`` from index i run as one: 1 (the layer alone), 2 for a Conv2D
-    followed by a ReLU, 3 with a 2×2 max-pool after that (``pools``), or, under no_grad in
-    evaluation mode, 2 to 4 for a Conv2D followed by a BatchNorm2D in evaluation mode and/or
-    a ReLU and/or a 2×2 max-pool."""
+    followed by a ReLU, 3 with a 2×2 max-pool after that (``pools``), 2 for a BatchNorm2D
+    followed by a ReLU while caches are kept (under no_grad in evaluation mode the BatchNorm
+    folds into the convolution before it instead), or, under no_grad in evaluation mode, 2 to
+    4 for a Conv2D followed by a BatchNorm2D in evaluation mode and/or a ReLU and/or a 2×2
+    max-pool. A layer whose forward or backward was replaced on the layer itself (a hook)
+    ends the chain before it: it must be called, as itself."""
+    n = _length(layers, i)
+    for k in range(n):
+        if _hooked(layers[i + k]):
+            return max(k, 1)
+    return n
+
+
+def _hooked(layer):
+    """Whether ``layer.forward`` or ``layer.backward`` is an attribute of the layer itself."""
+    return "forward" in vars(layer) or "backward" in vars(layer)
+
+
+def _length(layers, i):
+    """``chain_length`` before hooks are looked at."""
     conv = layers[i]
-    if type(conv) is not Conv2D or not _SWITCH.on or _watched():
+    if not _SWITCH.on or _watched():
+        return 1
+    if type(conv) is BatchNorm2D:
+        relu_next = i + 1 < len(layers) and type(layers[i + 1]) is ReLU
+        return 2 if relu_next and not fusing(conv) else 1
+    if type(conv) is not Conv2D:
         return 1
     if not fusing(conv):            # training, or caches kept: the ReLU and a 2×2 max-pool
         n = 1
@@ -135,6 +161,9 @@ def fold(conv, norm):
 
 def run_chain(layers, x):
     """``layers`` (a chain from ``chain_length``) on x (N, C, H, W) -> their output."""
+    if type(layers[0]) is BatchNorm2D:       # BatchNorm2D -> ReLU
+        norm, relu = layers
+        return relu.computed(norm.forward(x, relu=True))
     conv, rest = layers[0], list(layers[1:])
     if not fusing(conv):            # Conv2D -> ReLU [-> MaxPool2D(2)], each keeping its cache
         if len(rest) == 1:

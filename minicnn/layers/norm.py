@@ -102,7 +102,12 @@ class BatchNorm2D(Layer):
 
     def uses_batch_statistics(self):
         """True when the next forward normalises with the batch's mean and variance."""
-        return self.training and (self.frozen_uses_batch_stats or self.trainable)
+        if not self.training or self.frozen_uses_batch_stats:
+            return self.training
+        # ``trainable`` of the layer's own parameters: a BatchNorm2D has no children (the
+        # property walks the whole tree, a cost at every batch)
+        own = [p for _, p in self._own_parameters()]
+        return any(p.trainable for p in own) if own else not vars(self).get("_frozen", False)
 
     def eval_affine(self):
         """(scale, shift), each (C,) in the layer's dtype: evaluation mode as y = scale·x + shift,
@@ -118,8 +123,10 @@ class BatchNorm2D(Layer):
         return scale.astype(self.dtype), shift.astype(self.dtype)
 
     # -- the two passes ---------------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x, relu=False):
         """x (N, C, H, W) -> y (N, C, H, W); in training mode also moves the running statistics.
+        relu: y = max(y, 0), the ReLU after the layer applied as y is written
+        (``layers.fusion``; the ReLU then keeps y for its backward pass, ``ReLU.computed``).
 
         The arithmetic runs in ``minicnn.kernels.norm()``'s module (compiled by default)."""
         x = self._check_input(x)
@@ -135,11 +142,11 @@ class BatchNorm2D(Layer):
                     f"{self!r}: training needs more than 1 value per channel to compute a "
                     f"variance, got input {x.shape}: N·H·W = {shape_product((x.shape[0],) + x.shape[2:])}"
                     f" = {n} (use a larger batch, or eval mode)")
-            y, mean, var, cache = self._kernels.forward_train(x, weight, bias, self.eps)
+            y, mean, var, cache = self._kernels.forward_train(x, weight, bias, self.eps, relu)
             self._update_running(mean, var, n)
         else:
             y, cache = self._kernels.forward_eval(x, self.running_mean, self.running_var, weight,
-                                                  bias, self.eps)
+                                                  bias, self.eps, relu)
         self._cache = (cache, y.shape)
         return y
 
