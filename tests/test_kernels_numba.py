@@ -309,6 +309,7 @@ def test_gemm_takes_several_small_images_per_product():
     among the threads."""
     assert conv_numba._images_per_product(64, 4) > 1           # resnet_small's last stage
     assert conv_numba._images_per_product(64, 676) == 1        # mnist_cnn's 26×26
+    assert conv_numba._images_per_product(64, 100) == 1        # LeNet-5's second layer
     assert conv_numba._images_per_product(3, 4) == 1
     assert conv_numba._images_per_product(64, 4) * 4 <= 64
 

@@ -11,7 +11,7 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   one image per thread (``prange`` over the batch). Each thread builds its image's im2col
   matrix in its own buffer, which stays in its cache, and calls BLAS itself, single-threaded
   (``blas.py``): no Python between the images and no second pool of threads. Small images
-  (resnet_small's later stages: 4×4 and 2×2 outputs) would make thin products, 4 to 64
+  (resnet_small's later stages: 8×8 to 2×2 outputs) would make thin products, 4 to 64
   columns, where BLAS spends more time starting than multiplying; there the matrices of B
   images sit side by side, one product of about ``_PRODUCT_COLUMNS`` columns for the B
   (``_images_per_product``; measured on 2 threads, resnet_small's gemm layers forward and
@@ -63,6 +63,9 @@ _GROUP = 4                  # images whose weight gradients one thread adds up b
 _ALGORITHMS = ("direct", "gemm", "winograd")
 _PRODUCT_COLUMNS = 256     # columns of one product, made of several small images (measured:
 _PRODUCT_GROUPS = 4        # 128 to 1024 within 3 %), and at least this many products a batch
+# ... for outputs of at most this many positions: LeNet-5's second layer (10×10 = 100) measured
+# 1.07 times slower per training step with 3 images per product than with one
+_PRODUCT_POSITIONS = 64
 _forced = None
 # Winograd from this many input and output channels, and input positions H·W, on: below, its
 # 16 products are too small for BLAS to beat one im2col product. Measured on one thread,
@@ -399,9 +402,12 @@ def _with_bias(w, b):
 
 
 def _images_per_product(N, HW):
-    """Images whose im2col matrices sit side by side in one product: enough for
-    ``_PRODUCT_COLUMNS`` columns, and at most N / ``_PRODUCT_GROUPS`` so that the threads still
-    have products to share."""
+    """Images whose im2col matrices sit side by side in one product, for N images of HW output
+    positions: 1 above ``_PRODUCT_POSITIONS`` positions, else enough for ``_PRODUCT_COLUMNS``
+    columns, and at most N / ``_PRODUCT_GROUPS`` so that the threads still have products to
+    share."""
+    if HW > _PRODUCT_POSITIONS:
+        return 1
     return max(1, min(-(-_PRODUCT_COLUMNS // HW), N // _PRODUCT_GROUPS))
 
 
