@@ -154,6 +154,7 @@ def torch_rank(rank, size, port, args, start, result, options):
                                     **options)
         if world.main:
             checkpoint.save(result, {"history": history, "steps": steps, "model": net.state_dict()})
+        distributed.leave_together(world)
     finally:
         distributed.stop()
 

@@ -242,7 +242,9 @@ def main(argv=None):
     else:
         world, device = distributed.SINGLE, pick_device(args.device)
     try:
-        return run(args, world, device)
+        result = run(args, world, device)
+        distributed.leave_together(world)
+        return result
     finally:
         distributed.stop()
 
