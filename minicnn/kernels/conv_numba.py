@@ -540,6 +540,7 @@ def backward(dout, cache, need_dx=True, clip=None):
         dw = np.empty((O, C, KH, KW), dtype=w.dtype)
         db = np.empty(O if has_bias else 0, dtype=w.dtype)
         _weight_gradient(partial, K, dw.reshape(O, K), db)
+        db = db if has_bias else None
     else:
         B = _chunk(rows, HW, w.itemsize)
         cols = _buffers(min(B, N), rows, HW, w.dtype, has_bias)
@@ -554,7 +555,6 @@ def backward(dout, cache, need_dx=True, clip=None):
                 _col2im(dcols, n0, dx_ph, *geometry)
         dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
         db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
-    db = db if has_bias else None
     dx_pad = _unphased(dx_ph, W_pad) if need_dx else None
     if not need_dx:
         return None, dw, db
