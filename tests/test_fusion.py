@@ -25,6 +25,7 @@ from minicnn import kernels
 from minicnn.core.errors import ShapeError
 from minicnn.kernels import conv_loops
 from minicnn.layers import folding, fusion, no_grad
+from minicnn.layers.residual import Bottleneck
 
 
 def chain(cfg, dtype, seed, relu=True):
@@ -446,7 +447,7 @@ def test_training_fuses_batchnorm_relu_bit_for_bit(backend, dtype, monkeypatch):
                         layer.trainable = False
             relus = [layer for _, layer in model.named_modules() if type(layer) is mc.ReLU]
             last = [block.relu3 for _, block in model.named_modules()
-                    if type(block).__name__ == "Bottleneck"]
+                    if type(block) is Bottleneck]
             calls.clear()
             with kernels.using(backend), (contextlib.nullcontext() if fused
                                           else fusion.disabled()):

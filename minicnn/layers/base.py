@@ -221,7 +221,10 @@ class Layer:
         without parameters, False once it was frozen. ``layer.trainable = False`` freezes the
         layer and its children: every parameter gets ``trainable = False``, which optimizers
         skip (Keras' ``layer.trainable``; PyTorch's ``requires_grad_(False)`` on every one)."""
-        params = self.parameters()
+        # a layer without children asks its own parameters (walking the tree, as parameters()
+        # does, costs BatchNorm2D more than its arithmetic on small planes, at every batch)
+        own = not self.named_children()
+        params = [p for _, p in self._own_parameters()] if own else self.parameters()
         if params:
             return any(p.trainable for p in params)
         return not vars(self).get("_frozen", False)

@@ -102,12 +102,7 @@ class BatchNorm2D(Layer):
 
     def uses_batch_statistics(self):
         """True when the next forward normalises with the batch's mean and variance."""
-        if not self.training or self.frozen_uses_batch_stats:
-            return self.training
-        # ``trainable`` of the layer's own parameters: a BatchNorm2D has no children (the
-        # property walks the whole tree, a cost at every batch)
-        own = [p for _, p in self._own_parameters()]
-        return any(p.trainable for p in own) if own else not vars(self).get("_frozen", False)
+        return self.training and (self.frozen_uses_batch_stats or self.trainable)
 
     def eval_affine(self):
         """(scale, shift), each (C,) in the layer's dtype: evaluation mode as y = scale·x + shift,

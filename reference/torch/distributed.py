@@ -84,8 +84,8 @@ def start(device="auto", timeout=300.0):
 
 def leave_together(world):
     """At the normal end of a run: wait until every process is done (rank 0 may still be saving),
-    so that they all tear their connections down at the same time. The MNIST comparison's
-    second process aborted in that teardown now and then on a loaded 2-core machine ("terminate
+    so that they all tear their connections down at the same time. compare.py's second
+    process aborted in that teardown now and then on a loaded 2-core machine ("terminate
     called without an active exception", twice in three full test runs) while the first was
     still writing the results (not reproduced alone, so this wait is a precaution, not a
     proven cure)."""
