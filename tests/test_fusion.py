@@ -19,12 +19,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_conv import conv_configs, window_fits
+from test_pool import kernel_configs
 
 import minicnn as mc
 from minicnn import kernels
 from minicnn.core.errors import ShapeError
 from minicnn.kernels import conv_loops
 from minicnn.layers import folding, fusion, no_grad
+from minicnn.layers.activations import _APPLIED_LATER
 from minicnn.layers.residual import Bottleneck
 
 
@@ -337,6 +339,100 @@ def test_clip_in_the_backward_pass_is_the_relu_gradient(backend, algorithm, conf
     np.testing.assert_array_equal(clipped[0], expected)
     for a, b in zip(clipped[1:], plain[1:]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["loops", "fast", "numba"])
+@pytest.mark.parametrize("kind", ["avg", "avg_include_pad", "sum"])
+@settings(max_examples=max(10, settings.default.max_examples // 4))
+@given(config=kernel_configs(), two_by_two=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_clip_in_an_average_pool_is_the_relu_gradient(backend, kind, config, two_by_two, dtype,
+                                                      seed):
+    """An average or sum pool's ``clip=x`` (its input, a ReLU's output) gives the spread
+    gradient where x > 0, else 0: the ReLU's backward pass on it, bit for bit, NaN and zeros
+    included; 2×2 windows (the compiled kernel's own path, odd sizes included) and any
+    other window."""
+    shape, kernel, stride, pads = config
+    if two_by_two:
+        shape = shape[:2] + (shape[2] + 1, shape[3] + 1)     # at least 2×2
+        kernel, stride, pads = (2, 2), (2, 2), ((0, 0), (0, 0))
+    x = np.maximum(np.random.default_rng(seed).standard_normal(shape), 0).astype(dtype)
+    x.flat[::7] = np.nan
+    with kernels.using(backend):
+        module = kernels.pool()
+        if kind == "sum":
+            out, cache = module.sum_forward(x, kernel, stride, pads)
+            backward = module.sum_backward
+        else:
+            out, cache = module.avg_forward(x, kernel, stride, pads, kind == "avg_include_pad")
+            backward = module.avg_backward
+        dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
+        expected = kernels.elementwise().relu_backward(backward(dout, cache), x)
+        clipped = backward(dout, cache, clip=x)
+    assert clipped.dtype == expected.dtype == dtype
+    np.testing.assert_array_equal(clipped, expected)
+
+
+def lenet_like(dtype):
+    """(model, input shape, the layers that take the gradient of the ReLU before them):
+    LeNet-5's layers (Conv2D -> ReLU -> AvgPool2D(2), twice), and a network whose ReLUs come
+    before an AvgPool2D of 3×3 windows with padding, a SumPool2D(2) on an odd size, and a
+    MaxPool2D(2) after a convolution (which takes it at its maxima, ``MaxPool2D.computed``)."""
+    lenet = mc.Sequential([
+        mc.Conv2D(1, 6, 5, padding=2, dtype=dtype, rng=0), mc.ReLU(), mc.AvgPool2D(2),
+        mc.Conv2D(6, 16, 5, dtype=dtype, rng=1), mc.ReLU(), mc.AvgPool2D(2), mc.Flatten(),
+        mc.Dense(400, 120, dtype=dtype, rng=2), mc.ReLU(), mc.Dense(120, 10, dtype=dtype, rng=3)])
+    other = mc.Sequential([
+        mc.Conv2D(2, 4, 3, dtype=dtype, rng=1), mc.ReLU(), mc.AvgPool2D(3, 2, 1), mc.ReLU(),
+        mc.SumPool2D(2), mc.Conv2D(4, 3, 1, dtype=dtype, rng=2), mc.ReLU(), mc.MaxPool2D(2),
+        mc.Flatten(), mc.Dense(3, 10, dtype=dtype, rng=3)])
+    return [(lenet, (5, 1, 28, 28), [lenet[2], lenet[5]]),
+            (other, (3, 2, 11, 11), [other[2], other[4], other[7]])]
+
+
+@pytest.mark.parametrize("backend", ["loops", "fast", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_hands_the_relu_gradient_to_an_average_pool_bit_for_bit(backend, dtype):
+    """A ReLU before an AvgPool2D or SumPool2D passes its gradient on and the pool applies it:
+    the forward pass, dx and every gradient of a training step are the same bits as unfused."""
+    for model, shape, taking in lenet_like(dtype):
+        model.train()
+        x = np.random.default_rng(9).standard_normal(shape).astype(dtype)
+        dy = np.random.default_rng(10).standard_normal((shape[0], 10)).astype(dtype)
+        runs = []
+        for fused in (False, True):
+            with kernels.using(backend), (contextlib.nullcontext() if fused
+                                          else fusion.disabled()):
+                y = model(x)
+                handed = [after for before, after in zip(model.layers, model.layers[1:])
+                          if type(before) is mc.ReLU and before._cache is _APPLIED_LATER]
+                dx = model.backward(dy)
+            assert handed == (taking if fused else [])
+            runs.append([y, dx] + [p.grad.copy() for p in model.parameters()])
+        for a, b in zip(*runs):
+            assert a.dtype == b.dtype == dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_hooked_relu_or_pool_keeps_its_own_gradient():
+    """A ReLU or pool whose backward is replaced on the layer (a hook recording gradients) sees
+    the gradient it would see unfused: neither hands the ReLU's gradient over."""
+    for hooked in (1, 2):
+        model = mc.Sequential([mc.Conv2D(1, 2, 3, rng=0), mc.ReLU(), mc.AvgPool2D(2),
+                               mc.Flatten(), mc.Dense(2 * 3 * 3, 2, rng=1)])
+        seen = []
+        layer = model[hooked]
+        layer.backward = lambda dy, _f=layer.backward: seen.append(dy.copy()) or _f(dy)
+        x = np.random.default_rng(2).standard_normal((2, 1, 8, 8)).astype(np.float32)
+        dy = np.ones((2, 2), np.float32)
+        model(x)
+        dx_hooked = [seen, model.backward(dy)]
+        assert model[2]._clip is None
+        seen = []
+        with fusion.disabled():
+            model(x)
+            expected = [seen, model.backward(dy)]
+        np.testing.assert_array_equal(dx_hooked[0][0], expected[0][0])
 
 
 def test_a_relu_of_another_dtype_keeps_its_own_gradient():

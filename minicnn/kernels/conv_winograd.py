@@ -278,18 +278,20 @@ def _untransform_input(dv, dx, n, pad_top, pad_left, TH, TW, bands, clip, x):
                 h = two * ti + half
                 if u_top <= h < u_top + np.uint64(H):
                     row = dx[n, c, h - u_top]
+                    # with clip the row is written once, each entry or 0: clipping the row in
+                    # place afterwards makes the compiler store only the zeros, with a masked
+                    # store that AMD's CPUs run many times slower (``clip_at_zero``)
+                    kept = x[n, c, h - u_top] if clip else row
                     if half == 0:
                         for s in range(np.uint64(W)):
                             q = s + u_left
-                            row[s] = rows[0, q] + (above[1, q] + above[2, q] - above[0, q])
+                            v = rows[0, q] + (above[1, q] + above[2, q] - above[0, q])
+                            row[s] = v if not clip or kept[s] > zero else zero
                     else:
                         for s in range(np.uint64(W)):
                             q = s + u_left
-                            row[s] = (rows[1, q] - rows[2, q] + rows[3, q]) - above[3, q]
-                    if clip:
-                        kept = x[n, c, h - u_top]
-                        for s in range(np.uint64(W)):
-                            row[s] = row[s] if kept[s] > zero else zero
+                            v = (rows[1, q] - rows[2, q] + rows[3, q]) - above[3, q]
+                            row[s] = v if not clip or kept[s] > zero else zero
 
 
 @kernel(parallel=True)

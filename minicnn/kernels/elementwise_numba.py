@@ -28,7 +28,12 @@ def clip_at_zero(a):
     kernels' ReLU on an image's output just written, while it is in the cache."""
     zero = a.dtype.type(0)
     for i in range(np.uint64(a.size)):
-        a[i] = zero if a[i] <= zero else a[i]
+        v = a[i]
+        # "+ zero" (v itself: v > 0 or NaN here) makes every element a store: written as
+        # ``a[i] = zero if v <= zero else v`` the compiler stores only the zeros, with a
+        # masked store (vmaskmovps) that AMD's CPUs run about 14 times slower than this loop
+        # (measured on an EPYC, 4704 floats: 2.2 µs vs 0.16 µs)
+        a[i] = zero if v <= zero else v + zero
 
 
 @kernel(parallel=True)

@@ -16,6 +16,8 @@ H_out = (H + pad_top + pad_bottom − KH) // stride_h + 1. dtypes are kept.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import elementwise_loops
+
 
 def _pad(x, pads, value):
     (pad_top, pad_bottom), (pad_left, pad_right) = pads
@@ -87,9 +89,10 @@ def sum_forward(x, kernel, stride, pads):
     return out, (x.shape, kernel, stride, pads, None)
 
 
-def sum_backward(dout, cache):
-    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): every element of a window gets its dout."""
-    return avg_backward(dout, cache)
+def sum_backward(dout, cache, clip=None):
+    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): every element of a window gets its dout
+    (``clip``: as ``avg_backward``)."""
+    return avg_backward(dout, cache, clip)
 
 
 def _real_counts(size, kernel, stride, pad, n_out):
@@ -115,9 +118,11 @@ def avg_forward(x, kernel, stride, pads, count_include_pad):
     return total / divisor, (x.shape, kernel, stride, pads, divisor)
 
 
-def avg_backward(dout, cache):
+def avg_backward(dout, cache, clip=None):
     """dout (N, C, H_out, W_out) -> dx (N, C, H, W): each window spreads dout / divisor over its
-    elements; the padding's share is cropped away; overlapping windows add up."""
+    elements; the padding's share is cropped away; overlapping windows add up. ``clip``: the
+    pool's input x, the output of a ReLU whose gradient dx then gets too: dx where x > 0, else
+    0 (``layers.fusion``)."""
     x_shape, kernel, stride, pads, divisor = cache
     share = dout if divisor is None else dout / divisor
     (pad_top, pad_bottom), (pad_left, pad_right) = pads
@@ -126,4 +131,5 @@ def avg_backward(dout, cache):
     dx_pad = np.zeros(padded_shape, dtype=dout.dtype)
     for _, _, where in _positions(kernel, stride, dout.shape[2:]):
         dx_pad[where] += share
-    return _crop(dx_pad, pads, x_shape)
+    dx = _crop(dx_pad, pads, x_shape)
+    return dx if clip is None else elementwise_loops.relu_backward(dx, clip)

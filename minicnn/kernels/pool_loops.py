@@ -18,6 +18,8 @@ that average pooling with ``count_include_pad=False`` divides by.
 """
 import numpy as np
 
+from . import elementwise_loops
+
 
 def _output_size(size, kernel, stride, pad):
     return (size + pad[0] + pad[1] - kernel) // stride + 1
@@ -97,9 +99,10 @@ def sum_forward(x, kernel, stride, pads):
     return _divided_sums(x, kernel, stride, pads, lambda rows, cols: 1)
 
 
-def sum_backward(dout, cache):
-    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): every element of a window gets its dout."""
-    return avg_backward(dout, cache)
+def sum_backward(dout, cache, clip=None):
+    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): every element of a window gets its dout
+    (``clip``: as ``avg_backward``)."""
+    return avg_backward(dout, cache, clip)
 
 
 def avg_forward(x, kernel, stride, pads, count_include_pad):
@@ -138,11 +141,12 @@ def _divided_sums(x, kernel, stride, pads, count):
     return out, (x.shape, kernel, stride, pads, divisor)
 
 
-def avg_backward(dout, cache):
+def avg_backward(dout, cache, clip=None):
     """dout (N, C, H_out, W_out) -> dx (N, C, H, W).
 
     Each window spreads dout / divisor over its real elements (the padding's share is
-    dropped); overlapping windows add up.
+    dropped); overlapping windows add up. ``clip``: the pool's input x, the output of a ReLU
+    whose gradient dx then gets too: dx where x > 0, else 0 (``layers.fusion``).
     """
     x_shape, kernel, stride, pads, divisor = cache
     N, C, H, W = x_shape
@@ -157,4 +161,4 @@ def avg_backward(dout, cache):
                     for h in rows:
                         for w in cols:
                             dx[n, c, h, w] += share
-    return dx
+    return dx if clip is None else elementwise_loops.relu_backward(dx, clip)

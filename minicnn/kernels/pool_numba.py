@@ -18,7 +18,7 @@ call of each compiles (cached on disk by ``cache=True``, so later processes load
 import numpy as np
 from numba import prange
 
-from . import pool_fast, workspace
+from . import elementwise_numba, pool_fast, workspace
 from .jit import COMPILED_DTYPES, Fallback, helper, kernel
 
 
@@ -256,7 +256,10 @@ def _sum_backward(dout, divisor, dx, KH, KW, stride_h, stride_w, pad_top, pad_le
 
 
 @kernel(parallel=True)
-def _sum_backward_2x2(dout, divisor, dx, zero):
+def _sum_backward_2x2(dout, divisor, dx, zero, clip, clipping):
+    """dx (N, C, H, W) := each dout / divisor spread over its 2×2 window; with ``clipping``,
+    only where clip (N, C, H, W), the output of the ReLU before the pool, is > 0 (its gradient,
+    as ``elementwise_numba.relu_backward``), 0 elsewhere: one pass over dx instead of two."""
     N, C, H_out, W_out = dout.shape
     H, W = dx.shape[2], dx.shape[3]
     for nc in prange(N * C):
@@ -265,12 +268,21 @@ def _sum_backward_2x2(dout, divisor, dx, zero):
             dx[n, c] = 0
         for i in range(H_out):
             r0, r1 = dx[n, c, 2 * i], dx[n, c, 2 * i + 1]
-            for j in range(W_out):
-                share = zero + dout[n, c, i, j] / divisor[i, j]   # 0 + s, as the loops: −0 → 0
-                r0[2 * j] = share
-                r0[2 * j + 1] = share
-                r1[2 * j] = share
-                r1[2 * j + 1] = share
+            if clipping:
+                k0, k1 = clip[n, c, 2 * i], clip[n, c, 2 * i + 1]
+                for j in range(W_out):
+                    share = zero + dout[n, c, i, j] / divisor[i, j]
+                    r0[2 * j] = share if k0[2 * j] > zero else zero
+                    r0[2 * j + 1] = share if k0[2 * j + 1] > zero else zero
+                    r1[2 * j] = share if k1[2 * j] > zero else zero
+                    r1[2 * j + 1] = share if k1[2 * j + 1] > zero else zero
+            else:
+                for j in range(W_out):
+                    share = zero + dout[n, c, i, j] / divisor[i, j]   # 0 + s, as the loops: −0 → 0
+                    r0[2 * j] = share
+                    r0[2 * j + 1] = share
+                    r1[2 * j] = share
+                    r1[2 * j + 1] = share
 
 
 def _real_counts(size, kernel, stride, pad, n_out):
@@ -301,9 +313,10 @@ def sum_forward(x, kernel, stride, pads):
                          lambda: pool_fast.sum_forward(x, kernel, stride, pads))
 
 
-def sum_backward(dout, cache):
-    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): every element of a window gets its dout."""
-    return avg_backward(dout, cache)
+def sum_backward(dout, cache, clip=None):
+    """dout (N, C, H_out, W_out) -> dx (N, C, H, W): every element of a window gets its dout
+    (``clip``: as ``avg_backward``)."""
+    return avg_backward(dout, cache, clip)
 
 
 def avg_forward(x, kernel, stride, pads, count_include_pad):
@@ -322,16 +335,21 @@ def avg_forward(x, kernel, stride, pads, count_include_pad):
         x, kernel, stride, pads, count_include_pad))
 
 
-def avg_backward(dout, cache):
+def avg_backward(dout, cache, clip=None):
     """dout (N, C, H_out, W_out) -> dx (N, C, H, W): each window spreads dout / divisor over its
-    real elements (the padding's share goes nowhere); overlapping windows add up."""
+    real elements (the padding's share goes nowhere); overlapping windows add up.
+
+    ``clip``: the pool's input x, the output of a ReLU whose gradient dx then gets too: dx
+    where x > 0, else 0 (``layers.fusion``); 2×2 windows apply it as they write dx."""
     if isinstance(cache, Fallback):
-        return pool_fast.avg_backward(dout, cache[0])
+        return pool_fast.avg_backward(dout, cache[0], clip)
     x_shape, kernel, stride, pads, divisor = cache
     dx = workspace.empty(x_shape, dout.dtype)    # zeroed plane by plane, in parallel
     dout, divisor = np.ascontiguousarray(dout), divisor.astype(dout.dtype, copy=False)
     if _is_2x2(kernel, stride, pads):
-        _sum_backward_2x2(dout, divisor, dx, dx.dtype.type(0))
-    else:
-        _sum_backward(dout, divisor, dx, *_geometry(x_shape, kernel, stride, pads)[2:])
-    return dx
+        clipping = clip is not None
+        clip = np.ascontiguousarray(clip, dtype=dx.dtype) if clipping else dx
+        _sum_backward_2x2(dout, divisor, dx, dx.dtype.type(0), clip, clipping)
+        return dx
+    _sum_backward(dout, divisor, dx, *_geometry(x_shape, kernel, stride, pads)[2:])
+    return dx if clip is None else elementwise_numba.relu_backward(dx, clip)

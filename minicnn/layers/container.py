@@ -159,7 +159,7 @@ class Sequential(Layer):
                     shapes.append(tuple(self.layers[j].output_shape(shapes[-1])))
                 x_in = x
                 x = self.layers[i](x) if n == 1 else fusion.run_chain(self.layers[i:i + n], x)
-                if i > 0:       # a ReLU before a Conv2D: the convolution takes its gradient
+                if i > 0:       # a ReLU before a Conv2D or an average pool: it takes its gradient
                     fusion.hand_relu_gradient(self.layers[i - 1], self.layers[i], x_in)
             except ShapeError as err:
                 raise self._with_context(err, len(shapes) - 1, shapes) from None

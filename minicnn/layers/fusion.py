@@ -13,7 +13,9 @@ same way, each plane as it is written, and the ReLU keeps that output for its ba
 In training, a Conv2D whose input is a ReLU's output (mnist_cnn's second) applies that ReLU's
 gradient itself: its input gradient is kept only where its input is > 0, the ReLU's rule, as
 the kernel writes it (Winograd's; the others afterwards), and the ReLU passes its dy on
-(``hand_relu_gradient``): one pass over the full-size gradient fewer, the same bits.
+(``hand_relu_gradient``): one pass over the full-size gradient fewer, the same bits. An
+AvgPool2D or SumPool2D after a ReLU (LeNet-5's) does the same as it spreads its gradient back
+(2×2 windows as it writes; others afterwards).
 
 A 2×2 max-pool after the ReLU joins in (mnist_cnn's Conv2D -> ReLU -> MaxPool2D(2)): the kernel
 takes the maxima of each image's clipped output while it is in the cache, and writes only the
@@ -58,7 +60,7 @@ from .activations import ReLU
 from .base import Layer, keeping_caches
 from .conv import Conv2D
 from .norm import BatchNorm2D
-from .pool import MaxPool2D
+from .pool import AvgPool2D, MaxPool2D, SumPool2D
 
 
 _SWITCH = Switch()
@@ -185,12 +187,23 @@ def run_chain(layers, x):
     return conv.forward_with(x, weight, bias, relu=relu, pool=pool)
 
 
-def hand_relu_gradient(before, conv, x):
-    """After ``conv``'s forward pass on x, in training: when ``before`` (the layer before it)
-    is a ReLU, x its output, ``conv`` applies the ReLU's gradient to its dx and the ReLU
-    passes dy on. Not when x had to change dtype for ``conv``: the test x > 0 is the ReLU's
-    on its own output."""
-    if (type(before) is ReLU and type(conv) is Conv2D and _SWITCH.on and not _watched()
-            and keeping_caches() and getattr(x, "dtype", None) == conv.dtype):
-        conv.clips_input_gradient(x)
+def hand_relu_gradient(before, layer, x):
+    """After ``layer``'s forward pass on x, in training: when ``before`` (the layer before it)
+    is a ReLU, x its output, and ``layer`` a Conv2D, an AvgPool2D or a SumPool2D, ``layer``
+    applies the ReLU's gradient to its dx and the ReLU passes dy on. Not when x had to change
+    dtype for ``layer`` (the test x > 0 is the ReLU's on its own output), nor when either
+    layer is hooked (each must then compute its own gradient)."""
+    if (type(before) is ReLU and type(layer) in _TAKE_RELU_GRADIENT and _SWITCH.on
+            and not _watched() and keeping_caches() and not _hooked(before)
+            and not _hooked(layer) and getattr(x, "dtype", None) == _dtype_of(layer, x)):
+        layer.clips_input_gradient(x)
         before.applied_later(x.shape, x.dtype)
+
+
+#: the layers that take the gradient of a ReLU before them (``hand_relu_gradient``)
+_TAKE_RELU_GRADIENT = (Conv2D, AvgPool2D, SumPool2D)
+
+
+def _dtype_of(layer, x):
+    """The dtype ``layer`` computes in for input x: a Conv2D its weights', a pool x's own."""
+    return layer.dtype if type(layer) is Conv2D else getattr(x, "dtype", None)

@@ -160,7 +160,24 @@ class MaxPool2D(_WindowPool):
         return k.max_backward(dy, cache)
 
 
-class AvgPool2D(_WindowPool):
+class _SpreadingPool(_WindowPool):
+    """A pool whose backward pass spreads each output's gradient over its whole window (average
+    and sum): it can take the gradient of a ReLU before it as it writes (``layers.fusion``)."""
+
+    _CACHES = ("_cache", "_x", "_clip")
+
+    def forward(self, x):
+        self._clip = None
+        return super().forward(x)
+
+    def clips_input_gradient(self, x):
+        """x, this layer's input in the last forward pass, is a ReLU's output (``layers.fusion``):
+        backward then returns dx where x > 0, else 0, the ReLU's gradient too, applied as dx is
+        written (``ReLU.applied_later``): one pass over the input's size fewer."""
+        self._clip = x
+
+
+class AvgPool2D(_SpreadingPool):
     """y[n, c, i, j] = mean of x[n, c] over window (i, j).  (N, C, H, W) -> (N, C, H_out, W_out).
 
     Padding counts as zeros. ``count_include_pad`` says what a padded window divides by:
@@ -183,13 +200,13 @@ class AvgPool2D(_WindowPool):
         return k.avg_forward(x, self.kernel_size, self.stride, pads, self.count_include_pad)
 
     def _backward(self, k, dy, cache):
-        return k.avg_backward(dy, cache)
+        return k.avg_backward(dy, cache, getattr(self, "_clip", None))
 
     def _repr_extra(self):
         return f", count_include_pad={self.count_include_pad}"
 
 
-class SumPool2D(_WindowPool):
+class SumPool2D(_SpreadingPool):
     """y[n, c, i, j] = sum of x[n, c] over window (i, j).  (N, C, H, W) -> (N, C, H_out, W_out).
 
     Neither PyTorch nor Keras ships this layer: it equals average pooling (padding included)
@@ -201,7 +218,7 @@ class SumPool2D(_WindowPool):
         return k.sum_forward(x, self.kernel_size, self.stride, pads)
 
     def _backward(self, k, dy, cache):
-        return k.sum_backward(dy, cache)
+        return k.sum_backward(dy, cache, getattr(self, "_clip", None))
 
 
 class GlobalAvgPool2D(Layer):
