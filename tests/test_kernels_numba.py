@@ -474,6 +474,31 @@ def test_clip_at_zero_is_the_relu_in_place_and_stores_every_element(dtype):
     assert masked_stores == []
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shapes", [(120, 64, 400), (64, 120, 400), (300, 100, 90),
+                                    (30, 20, 10)])
+def test_two_products_are_the_products(dtype, shapes):
+    """``two_products(a, b, c, d)`` is (a @ b, c @ d), transposed views included, side by side
+    (from ``_SIDE_BY_SIDE_MACS`` multiply-adds each) or not (the last shape). Each entry is a
+    sum of K products, computed by BLAS here and by NumPy's matmul there, in orders that may
+    differ: each within γ_K·Σ|a||b| of the exact sum (γ_K = K·u / (1 − K·u), Higham §3.1), so
+    the two within 2·γ_K·Σ|a||b|."""
+    from minicnn.kernels import matmul_numba
+    M, K, N = shapes
+    rng = np.random.default_rng(M + K + N)
+    a = rng.standard_normal((K, M)).astype(dtype).T           # a view: read transposed
+    b, c = rng.standard_normal((K, N)).astype(dtype), rng.standard_normal((N, K)).astype(dtype)
+    d = rng.standard_normal((K, M)).astype(dtype)
+    side_by_side = M * K * N >= matmul_numba._SIDE_BY_SIDE_MACS
+    assert side_by_side == (shapes != (30, 20, 10))
+    u = np.finfo(dtype).eps / 2
+    gamma = K * u / (1 - K * u)
+    for got, (x, y) in zip(matmul_numba.two_products(a, b, c, d), ((a, b), (c, d))):
+        assert got.dtype == dtype and got.shape == (x.shape[0], y.shape[1])
+        bound = 2 * gamma * (np.abs(x).astype(np.float64) @ np.abs(y).astype(np.float64))
+        assert np.all(np.abs(got.astype(np.float64) - np.matmul(x, y)) <= bound)
+
+
 def adam_run(backend, dtype, weight_decay, steps=7):
     rng = np.random.default_rng(0)
     params = [mc.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in
@@ -593,6 +618,9 @@ conv_numba.force(None)
 for pool in (mc.MaxPool2D(2), mc.AvgPool2D(3, 2, 1)):
     y = pool(rng.standard_normal((9, 4, 10, 11)).astype(np.float32))
     out[repr(pool)] = [y.tolist(), pool.backward(np.sin(y)).tolist()]
+chain = mc.Sequential([mc.ReLU(), mc.AvgPool2D(2)])     # the pool takes the ReLU's gradient
+y = chain(rng.standard_normal((9, 4, 10, 11)).astype(np.float32))
+out["relu, avg-pool"] = [y.tolist(), chain.backward(np.sin(y)).tolist()]
 x = rng.standard_normal(50000).astype(np.float32)
 relu = mc.ReLU()
 out["relu"] = [relu(x).tolist(), relu.backward(np.cos(x)).tolist()]
@@ -604,8 +632,10 @@ out["bn"] = [y.tolist(), bn.backward(np.cos(y)).tolist(), bn.weight.grad.tolist(
              bn.bias.grad.tolist(), bn.running_var.tolist(), bn.eval()(x).tolist()]
 # 64·2000·100 multiply-adds in each product: split by columns; then 1000·300·64: the forward
 # pass and the input gradient split by rows
+# and 64·400·120: the two products of the backward pass side by side
 for name, batch, dense in (("dense", 64, mc.Dense(2000, 100, rng=2)),
-                           ("dense rows", 1000, mc.Dense(300, 64, rng=3))):
+                           ("dense rows", 1000, mc.Dense(300, 64, rng=3)),
+                           ("dense side by side", 64, mc.Dense(400, 120, rng=4))):
     x = rng.standard_normal((batch, dense.in_features)).astype(np.float32)
     y = dense(x)
     out[name] = [y.tolist(), dense.backward(np.cos(y)).tolist(), dense.weight.grad.tolist()]

@@ -122,3 +122,13 @@ def matmul():
         from . import matmul_numba
         return matmul_numba.matmul
     return np.matmul
+
+
+def two_products():
+    """``f(a, b, c, d) -> (a @ b, c @ d)``: two independent products (a Dense layer's two
+    gradients), side by side on two threads when they are small (compiled), or ``np.matmul``
+    twice for loops/fast."""
+    if _numba_here():
+        from . import matmul_numba
+        return matmul_numba.two_products
+    return lambda a, b, c, d: (np.matmul(a, b), np.matmul(c, d))

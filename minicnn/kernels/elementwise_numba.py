@@ -55,9 +55,13 @@ def _relu_backward(dout, out, dx):
 def _same_layout(*arrays):
     """Whether the arrays are all C-contiguous, of one compiled dtype and one shape."""
     first = arrays[0]
-    return (first.dtype in COMPILED_DTYPES
-            and all(a.dtype == first.dtype and a.shape == first.shape and a.flags.c_contiguous
-                    for a in arrays))
+    if first.dtype not in COMPILED_DTYPES:
+        return False
+    # a loop, not all(generator): called per parameter per step (Adam), where it showed
+    for a in arrays:
+        if a.dtype != first.dtype or a.shape != first.shape or not a.flags.c_contiguous:
+            return False
+    return True
 
 
 def relu_forward(x, out=None):

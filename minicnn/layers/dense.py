@@ -81,11 +81,11 @@ class Dense(Layer):
         dy = check_upstream(self, dy, shape, self.dtype)
         # Every leading position (batch, time, ...) is one more sample for the weight gradient.
         dy2, x2 = dy.reshape(-1, self.out_features), x.reshape(-1, self.in_features)
-        matmul = kernels.matmul()
-        self.weight.grad = matmul(dy2.T, x2)
+        # dW = dyᵀ x and dx = dy W do not depend on each other: small ones run side by side
+        self.weight.grad, dx = kernels.two_products()(dy2.T, x2, dy2, self.weight.data)
         if self.bias is not None:
             self.bias.grad = dy2.sum(axis=0)
-        return matmul(dy2, self.weight.data).reshape(x.shape)
+        return dx.reshape(x.shape)
 
     def __repr__(self):
         extra = "" if getattr(self, "bias", True) is not None else ", bias=False"
