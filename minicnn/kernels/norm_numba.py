@@ -26,7 +26,6 @@ import numpy as np
 from numba import prange
 
 from . import norm_loops, workspace
-from .elementwise_numba import clip_at_zero
 from .jit import COMPILED_DTYPES, FMA, SUM, Fallback, kernel
 
 _PARALLEL_SIZE = 1 << 15     # below this many elements one thread is faster than waking two
@@ -36,8 +35,10 @@ def _version(kernel, size):
     return kernel if size >= _PARALLEL_SIZE else kernel.run_serial
 
 
-# The kernels see every array (N, C, H, W) as (N, C, H·W): one index per plane element, so
-# that a plane of 2×2 costs its four elements and not the making of a view per plane.
+# The kernels see every array (N, C, H, W) as (N, C, H·W) and index it flat: plane nc
+# (image nc // C, channel nc % C) is the run nc·H·W .. (nc + 1)·H·W, so a plane of 2×2 costs its
+# four elements, not a view and two integer divisions (n, c) per plane. Measured on 2 threads:
+# the per-plane sums of resnet_small's (64, 256, 2, 2) 0.057 ms indexed [n, c, i], 0.029 flat.
 
 
 @kernel(parallel=True, fastmath=SUM)
@@ -45,31 +46,37 @@ def _plane_sums(x, shift, sums, squares):
     """x (N, C, H·W), shift (C,) float64 -> sums, squares (N, C) float64: Σ(x − shift[c]) and
     Σ(x − shift[c])² over each plane."""
     N, C, HW = x.shape
+    X, S, Q = x.reshape(x.size), sums.reshape(sums.size), squares.reshape(squares.size)
+    u_HW = np.uint64(HW)
     for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        k = shift[c]
+        k = shift[nc % C]
+        at = np.uint64(nc) * u_HW
         s, q = 0.0, 0.0
-        for i in range(HW):
-            d = np.float64(x[n, c, i]) - k
+        for i in range(u_HW):
+            d = np.float64(X[at + i]) - k
             s += d
             q += d * d
-        sums[n, c] = s
-        squares[n, c] = q
+        S[nc] = s
+        Q[nc] = q
 
 
 @kernel(parallel=True, fastmath=FMA)
 def _normalise(x, mean, inv_std, weight, bias, y, relu):
     """y = (x − mean)·inv_std·γ + β per channel, then max(y, 0) with ``relu`` (the ReLU after
-    the layer, on each plane just written, while it is in the cache: the same bits as a ReLU
-    pass over the whole output afterwards); x, y (N, C, H·W), the rest (C,)."""
+    the layer, applied to each value as it is written: the same bits as a ReLU pass over the
+    whole output afterwards); x, y (N, C, H·W), the rest (C,)."""
     N, C, HW = x.shape
+    X, Y = x.reshape(x.size), y.reshape(y.size)
+    u_HW = np.uint64(HW)
+    zero = y.dtype.type(0)
     for nc in prange(N * C):
-        n, c = nc // C, nc % C
+        c = nc % C
         m, s, g, b = mean[c], inv_std[c], weight[c], bias[c]
-        for i in range(HW):
-            y[n, c, i] = (x[n, c, i] - m) * s * g + b
-        if relu:
-            clip_at_zero(y[n, c])
+        at = np.uint64(nc) * u_HW
+        for i in range(u_HW):
+            v = (X[at + i] - m) * s * g + b
+            # NaN is not <= 0 and stays; every value is stored (``clip_at_zero``)
+            Y[at + i] = zero if relu and v <= zero else v
 
 
 @kernel(parallel=True, fastmath=SUM)
@@ -77,17 +84,21 @@ def _plane_gradient_sums(dout, x, mean, inv_std, sums, products):
     """dout, x (N, C, H·W), mean and inv_std (C,) -> sums, products (N, C) float64: Σdout
     and Σdout·x_hat over each plane, x_hat = (x − mean)·inv_std as the forward pass made it."""
     N, C, HW = x.shape
+    D, X = dout.reshape(dout.size), x.reshape(x.size)
+    S, P = sums.reshape(sums.size), products.reshape(products.size)
+    u_HW = np.uint64(HW)
     for nc in prange(N * C):
-        n, c = nc // C, nc % C
+        c = nc % C
         m, s = mean[c], inv_std[c]
+        at = np.uint64(nc) * u_HW
         total, dot = 0.0, 0.0
-        for i in range(HW):
-            x_hat = (x[n, c, i] - m) * s
-            d = np.float64(dout[n, c, i])
+        for i in range(u_HW):
+            x_hat = (X[at + i] - m) * s
+            d = np.float64(D[at + i])
             total += d
             dot += d * np.float64(x_hat)
-        sums[n, c] = total
-        products[n, c] = dot
+        S[nc] = total
+        P[nc] = dot
 
 
 @kernel(parallel=True, fastmath=FMA)
@@ -95,23 +106,28 @@ def _input_gradient(dout, x, mean, inv_std, scale, mean_dout, mean_dout_x_hat, d
     """dx = scale·(dout − mean_dout − x_hat·mean_dout_x_hat) per channel, scale = γ·inv_std;
     dout, x, dx (N, C, H·W), the rest (C,)."""
     N, C, HW = x.shape
+    D, X, G = dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size)
+    u_HW = np.uint64(HW)
     for nc in prange(N * C):
-        n, c = nc // C, nc % C
+        c = nc % C
         m, s, a, md, mdx = mean[c], inv_std[c], scale[c], mean_dout[c], mean_dout_x_hat[c]
-        for i in range(HW):
-            x_hat = (x[n, c, i] - m) * s
-            dx[n, c, i] = a * (dout[n, c, i] - md - x_hat * mdx)
+        at = np.uint64(nc) * u_HW
+        for i in range(u_HW):
+            x_hat = (X[at + i] - m) * s
+            G[at + i] = a * (D[at + i] - md - x_hat * mdx)
 
 
 @kernel(parallel=True)
 def _scale(dout, scale, dx):
     """dx = dout·scale per channel (the statistics were constants); dout, dx (N, C, H·W)."""
     N, C, HW = dout.shape
+    D, G = dout.reshape(dout.size), dx.reshape(dx.size)
+    u_HW = np.uint64(HW)
     for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        a = scale[c]
-        for i in range(HW):
-            dx[n, c, i] = dout[n, c, i] * a
+        a = scale[nc % C]
+        at = np.uint64(nc) * u_HW
+        for i in range(u_HW):
+            G[at + i] = D[at + i] * a
 
 
 def _planes(a):
