@@ -116,13 +116,26 @@ class Kernel:
         return self.serial(*args)
 
 
+#: the kernels follow NumPy's rules for a division by zero (inf or NaN, no exception): with
+#: Numba's default ("python") every division first tests its divisor and raises
+#: ZeroDivisionError, and that branch keeps the loop from becoming vector instructions.
+#: Measured, one thread, Adam's update of 10,080 floats: 38 µs with the test, 5.5 without
+#: (the serial versions; the parallel ones measured vectorised either way).
+ERRORS = "numpy"
+
+
 def kernel(parallel=False, **options):
-    """A ``Kernel``: ``numba.njit(cache=True, **options)``, twice with ``parallel=True``."""
+    """A ``Kernel``: ``numba.njit(cache=True, error_model=ERRORS, **options)``, twice with
+    ``parallel=True``."""
+    options.setdefault("error_model", ERRORS)
     return lambda fn: Kernel(fn, parallel, options)
 
 
 def helper(**options):
-    """``numba.njit(cache=True, **options)`` for functions that kernels call (not Python)."""
+    """``numba.njit(cache=True, error_model=ERRORS, **options)`` for functions that kernels
+    call (not Python)."""
+    options.setdefault("error_model", ERRORS)
+
     def wrap(fn):
         compiled = numba.njit(cache=True, **options)(fn)
         DISPATCHERS.append(compiled)
