@@ -19,7 +19,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_conv import conv_configs, window_fits
-from test_pool import kernel_configs
+from test_pool import kernel_configs, pool_pass
 
 import minicnn as mc
 from minicnn import kernels
@@ -359,13 +359,7 @@ def test_clip_in_an_average_pool_is_the_relu_gradient(backend, kind, config, two
     x = np.maximum(np.random.default_rng(seed).standard_normal(shape), 0).astype(dtype)
     x.flat[::7] = np.nan
     with kernels.using(backend):
-        module = kernels.pool()
-        if kind == "sum":
-            out, cache = module.sum_forward(x, kernel, stride, pads)
-            backward = module.sum_backward
-        else:
-            out, cache = module.avg_forward(x, kernel, stride, pads, kind == "avg_include_pad")
-            backward = module.avg_backward
+        out, cache, backward = pool_pass(kernels.pool(), kind, x, kernel, stride, pads)
         dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
         expected = kernels.elementwise().relu_backward(backward(dout, cache), x)
         clipped = backward(dout, cache, clip=x)

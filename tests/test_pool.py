@@ -170,16 +170,19 @@ def kernel_configs(draw):
     return shape, kernel, stride, pads
 
 
-def run_kernels(module, kind, x, dout_seed, kernel, stride, pads):
+def pool_pass(module, kind, x, kernel, stride, pads):
+    """(out, cache, backward): the forward pass of a kernel module's pooling of ``kind`` ("max",
+    "sum", "avg" or "avg_include_pad") on x, and the backward function that takes its cache."""
     if kind == "max":
-        out, cache = module.max_forward(x, kernel, stride, pads)
-        backward = module.max_backward
-    elif kind == "sum":
-        out, cache = module.sum_forward(x, kernel, stride, pads)
-        backward = module.sum_backward
-    else:
-        out, cache = module.avg_forward(x, kernel, stride, pads, kind == "avg_include_pad")
-        backward = module.avg_backward
+        return module.max_forward(x, kernel, stride, pads) + (module.max_backward,)
+    if kind == "sum":
+        return module.sum_forward(x, kernel, stride, pads) + (module.sum_backward,)
+    return module.avg_forward(x, kernel, stride, pads, kind == "avg_include_pad") + (
+        module.avg_backward,)
+
+
+def run_kernels(module, kind, x, dout_seed, kernel, stride, pads):
+    out, cache, backward = pool_pass(module, kind, x, kernel, stride, pads)
     dout = normal(out.shape, dout_seed, x.dtype)
     return out, backward(dout, cache)
 
