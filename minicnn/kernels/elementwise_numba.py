@@ -102,7 +102,7 @@ def _adam_element(p, g, m, v, i, one_minus_beta1, beta2, one_minus_beta2, step_s
 @kernel(parallel=True)
 def _adam(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,
           sqrt_bias_correction2, eps, weight_decay):
-    for i in prange(np.uint64(p.size)):
+    for i in prange(p.size):
         _adam_element(p, g, m, v, i, one_minus_beta1, beta2, one_minus_beta2, step_size,
                       sqrt_bias_correction2, eps, weight_decay)
 
