@@ -323,4 +323,7 @@ def load_checkpoint(path, args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if distributed.launched():      # one of torchrun's processes: no interpreter teardown
+        distributed.exit_now(code)
+    sys.exit(code)
