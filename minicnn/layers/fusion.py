@@ -191,11 +191,12 @@ def hand_relu_gradient(before, layer, x):
     """After ``layer``'s forward pass on x, in training: when ``before`` (the layer before it)
     is a ReLU, x its output, and ``layer`` a Conv2D, an AvgPool2D or a SumPool2D, ``layer``
     applies the ReLU's gradient to its dx and the ReLU passes dy on. Not when x had to change
-    dtype for ``layer`` (the test x > 0 is the ReLU's on its own output), nor when either
-    layer is hooked (each must then compute its own gradient)."""
+    dtype for a Conv2D (the test x > 0 is the ReLU's on its own output; a pool computes in x's
+    own dtype), nor when either layer is hooked (each must then compute its own gradient)."""
     if (type(before) is ReLU and type(layer) in _TAKE_RELU_GRADIENT and _SWITCH.on
             and not _watched() and keeping_caches() and not _hooked(before)
-            and not _hooked(layer) and getattr(x, "dtype", None) == _dtype_of(layer, x)):
+            and not _hooked(layer)
+            and (type(layer) is not Conv2D or getattr(x, "dtype", None) == layer.dtype)):
         layer.clips_input_gradient(x)
         before.applied_later(x.shape, x.dtype)
 
@@ -203,7 +204,3 @@ def hand_relu_gradient(before, layer, x):
 #: the layers that take the gradient of a ReLU before them (``hand_relu_gradient``)
 _TAKE_RELU_GRADIENT = (Conv2D, AvgPool2D, SumPool2D)
 
-
-def _dtype_of(layer, x):
-    """The dtype ``layer`` computes in for input x: a Conv2D its weights', a pool x's own."""
-    return layer.dtype if type(layer) is Conv2D else getattr(x, "dtype", None)
