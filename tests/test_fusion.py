@@ -27,6 +27,7 @@ from minicnn.core.errors import ShapeError
 from minicnn.kernels import conv_loops
 from minicnn.layers import folding, fusion, no_grad
 from minicnn.layers.activations import _APPLIED_LATER
+from minicnn.layers.pool import _SPREAD_BY_CONV
 from minicnn.layers.residual import Bottleneck
 
 
@@ -189,29 +190,27 @@ def test_only_the_exact_layers_fuse_and_batchnorm_folds_only_for_prediction(monk
     assert fusion.relu_in_place(ClippedReLU(), np.ones(3)) is None
 
 
-def test_only_a_2x2_max_pool_fuses():
+@pytest.mark.parametrize("pool", [mc.MaxPool2D, mc.AvgPool2D, mc.SumPool2D])
+def test_only_a_2x2_pool_fuses(pool):
     cfg = dict(in_channels=2, out_channels=3, kernel_size=3, padding=1)
-    model = mc.Sequential([mc.Conv2D(**cfg, rng=0), mc.ReLU(), mc.MaxPool2D(2)])
+    model = mc.Sequential([mc.Conv2D(**cfg, rng=0), mc.ReLU(), pool(2)])
     model.eval()
     assert fusion.chain_length(model.layers, 0) == 3           # caches kept (training) too
     with no_grad():
         assert fusion.chain_length(model.layers, 0) == 3
-        for other in (mc.MaxPool2D(3), mc.MaxPool2D(2, stride=1), mc.MaxPool2D(2, padding=1),
-                      mc.MaxPool2D(2, padding="same"), mc.AvgPool2D(2), SubPool(2)):
+        subclass = type("SubPool", (pool,), {})     # it may compute something else
+        for other in (pool(3), pool(2, stride=1), pool(2, padding=1), pool(2, padding="same"),
+                      subclass(2), mc.GlobalAvgPool2D()):
             model[2] = other.eval()
             assert fusion.chain_length(model.layers, 0) == 2, other
-        model[2] = mc.MaxPool2D(2, padding="valid").eval()
+        model[2] = pool(2, padding="valid").eval()
         assert fusion.chain_length(model.layers, 0) == 3
-        del model.layers[1]                                    # Conv2D -> MaxPool2D(2)
+        del model.layers[1]                                    # Conv2D -> the pool
         assert fusion.chain_length(model.layers, 0) == 2
         x = np.random.default_rng(1).standard_normal((2, 2, 7, 7)).astype(np.float32)
         got = model(x)
     np.testing.assert_array_equal(got, model(x))               # layer by layer
     assert fusion.chain_length(model.layers, 0) == 1           # training: only after a ReLU
-
-
-class SubPool(mc.MaxPool2D):
-    """A subclass: it may compute something else, and runs as itself."""
 
 
 def conv_chain_then_pool():
@@ -317,6 +316,47 @@ def test_pool_in_the_kernel_is_the_max_pool_of_its_output(backend, algorithm, co
 
 
 @pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
+@pytest.mark.parametrize("kind", ["mean", "sum"])
+@settings(max_examples=max(10, settings.default.max_examples // 4))
+@given(config=conv_configs(), images=st.integers(1, 9),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16),
+       relu=st.booleans())
+def test_a_mean_or_sum_pool_in_the_kernel_is_the_pool_and_spreads_its_gradient(
+        backend, algorithm, kind, config, images, dtype, seed, relu):
+    """``pool="mean"`` (``"sum"``) is what AvgPool2D(2) (SumPool2D(2)) computes from the
+    (clipped) output, and ``backward(spread=...)`` takes that pool's gradient: the same bits as
+    the pool's backward pass (with the ReLU's gradient, which the pool applies in training
+    unfused) and then the convolution's; NaN and zeros included, an odd last row and column
+    (they get no gradient), up to 9 images (several per product on "gemm")."""
+    cfg, shape = config
+    shape = (images,) + shape[1:]
+    if algorithm == "winograd":
+        cfg.update(kernel_size=3, stride=1, dilation=1)
+    assume(window_fits(cfg, shape))
+    x = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
+    x.flat[::11] = np.nan
+    x.flat[1::5] = 0
+    layer, args = layer_and_arguments(cfg, shape, dtype, seed, x)
+    assume(min(layer.output_shape(shape)[2:]) >= 2)
+    pool = {"mean": mc.AvgPool2D, "sum": mc.SumPool2D}[kind](2)
+    with conv_kernels(backend, algorithm) as module:
+        plain, cache = module.forward(*args, relu=relu)
+        expected = pool(plain)
+        if relu:
+            pool.clips_input_gradient(plain)
+        predicted, none = module.forward(*args, relu=relu, pool=kind, need_cache=False)
+        pooled, (fused_cache, spread) = module.forward(*args, relu=relu, pool=kind)
+        dy = np.random.default_rng(seed + 2).standard_normal(expected.shape).astype(dtype)
+        expected_gradients = module.backward(pool.backward(dy), cache)
+        gradients = module.backward(dy, fused_cache, spread=spread)
+    assert none is None
+    np.testing.assert_array_equal(predicted, expected)
+    np.testing.assert_array_equal(pooled, expected)
+    for got, want in zip(gradients, expected_gradients):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
 @settings(max_examples=max(10, settings.default.max_examples // 4))
 @given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**16))
@@ -368,10 +408,14 @@ def test_clip_in_an_average_pool_is_the_relu_gradient(backend, kind, config, two
 
 
 def lenet_like(dtype):
-    """(model, input shape, the layers that take the gradient of the ReLU before them):
-    LeNet-5's layers (Conv2D -> ReLU -> AvgPool2D(2), twice), and a network whose ReLUs come
-    before an AvgPool2D of 3×3 windows with padding, a SumPool2D(2) on an odd size, and a
-    MaxPool2D(2) after a convolution (which takes it at its maxima, ``MaxPool2D.computed``)."""
+    """(model, input shape, the layers that take the gradient of the ReLU before them, the
+    pools that the convolution before them runs and spreads): LeNet-5's layers (Conv2D ->
+    ReLU -> AvgPool2D(2), twice: "direct", then "gemm" one image per product); a network
+    whose ReLUs come before an AvgPool2D of 3×3 windows with padding, a SumPool2D(2) on an odd
+    size, and a MaxPool2D(2) after a convolution (which takes it at its maxima,
+    ``MaxPool2D.computed``); and Conv2D -> ReLU -> SumPool2D(2) on "gemm" with two images per
+    product (7×7 outputs, 9 images: the last product has one) and AvgPool2D(2) on "direct",
+    both dropping an odd last row and column."""
     lenet = mc.Sequential([
         mc.Conv2D(1, 6, 5, padding=2, dtype=dtype, rng=0), mc.ReLU(), mc.AvgPool2D(2),
         mc.Conv2D(6, 16, 5, dtype=dtype, rng=1), mc.ReLU(), mc.AvgPool2D(2), mc.Flatten(),
@@ -380,16 +424,23 @@ def lenet_like(dtype):
         mc.Conv2D(2, 4, 3, dtype=dtype, rng=1), mc.ReLU(), mc.AvgPool2D(3, 2, 1), mc.ReLU(),
         mc.SumPool2D(2), mc.Conv2D(4, 3, 1, dtype=dtype, rng=2), mc.ReLU(), mc.MaxPool2D(2),
         mc.Flatten(), mc.Dense(3, 10, dtype=dtype, rng=3)])
-    return [(lenet, (5, 1, 28, 28), [lenet[2], lenet[5]]),
-            (other, (3, 2, 11, 11), [other[2], other[4], other[7]])]
+    odd = mc.Sequential([
+        mc.Conv2D(3, 12, 3, padding=1, dtype=dtype, rng=4), mc.ReLU(), mc.SumPool2D(2),
+        mc.Conv2D(12, 5, 3, padding=1, dtype=dtype, rng=5), mc.ReLU(), mc.AvgPool2D(2),
+        mc.Flatten(), mc.Dense(5, 10, dtype=dtype, rng=6)])
+    return [(lenet, (5, 1, 28, 28), [lenet[2], lenet[5]], [lenet[2], lenet[5]]),
+            (other, (3, 2, 11, 11), [other[2], other[4], other[7]], []),
+            (odd, (9, 3, 7, 7), [odd[2], odd[5]], [odd[2], odd[5]])]
 
 
 @pytest.mark.parametrize("backend", ["loops", "fast", "numba"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_training_hands_the_relu_gradient_to_an_average_pool_bit_for_bit(backend, dtype):
-    """A ReLU before an AvgPool2D or SumPool2D passes its gradient on and the pool applies it:
-    the forward pass, dx and every gradient of a training step are the same bits as unfused."""
-    for model, shape, taking in lenet_like(dtype):
+    """A ReLU before an AvgPool2D or SumPool2D passes its gradient on and the pool applies it,
+    or, between a Conv2D and a 2×2 pool, the convolution runs the pool and spreads its
+    gradient with the ReLU's: the forward pass, dx and every gradient of a training step are
+    the same bits as unfused."""
+    for model, shape, taking, spread in lenet_like(dtype):
         model.train()
         x = np.random.default_rng(9).standard_normal(shape).astype(dtype)
         dy = np.random.default_rng(10).standard_normal((shape[0], 10)).astype(dtype)
@@ -400,8 +451,12 @@ def test_training_hands_the_relu_gradient_to_an_average_pool_bit_for_bit(backend
                 y = model(x)
                 handed = [after for before, after in zip(model.layers, model.layers[1:])
                           if type(before) is mc.ReLU and before._cache is _APPLIED_LATER]
+                by_conv = [layer for layer in model.layers if isinstance(layer, mc.AvgPool2D)
+                           or isinstance(layer, mc.SumPool2D)
+                           if layer._cache[0] is _SPREAD_BY_CONV]
                 dx = model.backward(dy)
             assert handed == (taking if fused else [])
+            assert by_conv == (spread if fused else [])
             runs.append([y, dx] + [p.grad.copy() for p in model.parameters()])
         for a, b in zip(*runs):
             assert a.dtype == b.dtype == dtype

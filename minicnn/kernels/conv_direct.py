@@ -34,6 +34,7 @@ from numba import prange
 from . import workspace
 from .elementwise_numba import clip_at_zero
 from .jit import FMA, SUM, helper, kernel
+from .pool_numba import spread_2x2, sum_2x2_plane
 
 
 def phase_shape(x_shape, pads, stride):
@@ -120,10 +121,12 @@ def grid_length(H_out, W_out, Wq):
 
 
 @kernel(parallel=True, fastmath=FMA)
-def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows, relu):
+def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows, relu, pooled, divisor):
     """xq (N, C, S_h, S_w, Hq, Wq) := the phases of x (N, C, H, W) padded (``_phase_image``), and
     out (N, O, H_out, W_out) := b[o] + Σ_t w[o, t] · (image n's run of tap t), for the taps t
-    at ``offsets``, w (O, T), then max(·, 0) with ``relu``; rows (threads, 2, L) scratch. Each
+    at ``offsets``, w (O, T), then max(·, 0) with ``relu``; rows (threads, 2, L) scratch. When
+    pooled (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋) has images: the sums of out's 2×2 windows / divisor
+    (``pool_numba.sum_2x2_plane``), taken from each image's output while it is in the cache. Each
     image is split into its phases just before it is read, while it is in the cache. Two output
     channels share each pass over four taps' runs (an odd last channel goes alone): each input
     value loaded feeds two multiply-adds, each sum loaded and stored takes four."""
@@ -189,6 +192,9 @@ def _forward(x, pad_top, pad_left, xq, offsets, w, b, out, rows, relu):
                 out[n, o, i, :] = acc0[start:start + u(W_out)]
         if relu:
             clip_at_zero(out[n].reshape(u(O * H_out * W_out)))
+        if pooled.shape[0] > 0:
+            for c in range(O):
+                sum_2x2_plane(out[n, c], pooled[n, c], divisor, out.dtype.type(0))
 
 
 @kernel(parallel=True)
@@ -201,6 +207,21 @@ def widen(dout, wide, Wq):
         wide[n, o] = 0
         for i in range(H_out):
             wide[n, o, i * Wq:i * Wq + W_out] = dout[n, o, i]
+
+
+@kernel(parallel=True)
+def _widen_spread(dpool, divisor, clip, clipping, wide, H_out, W_out, Wq):
+    """wide (N, O, L) := the gradient of a 2×2 sum pool / divisor, dpool (N, O, ⌊H_out/2⌋,
+    ⌊W_out/2⌋) the pool's output's gradient, spread over the output (N, O, H_out, W_out) and
+    laid out on the grid of width Wq, as ``widen`` (``pool_numba.spread_2x2``, with the ReLU's
+    gradient where ``clipping``: clip is the clipped output); zeros between the rows."""
+    N, O = dpool.shape[0], dpool.shape[1]
+    zero = wide.dtype.type(0)
+    for no in prange(N * O):
+        n, o = no // O, no % O
+        wide[n, o] = 0
+        spread_2x2(dpool[n, o], divisor, zero, clip[n, o], clipping, wide[n, o], H_out, W_out,
+                   Wq)
 
 
 @kernel(parallel=True, fastmath=SUM)
@@ -317,10 +338,11 @@ def _data(wide, w, offsets, dxq):
                 o += 1
 
 
-def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False):
+def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False, pooled=None, divisor=1):
     """out (N, O, H_out, W_out) = x (N, C, H, W) ⋆ w (O, C, KH, KW) + b (O,) (b may be None),
     then max(out, 0) with ``relu``; returns out and xq, the padded input's phases (what
-    ``backward`` reads)."""
+    ``backward`` reads). ``pooled`` (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋), when given, := the sums of
+    out's 2×2 windows / ``divisor``."""
     N = x.shape[0]
     O, _, KH, KW = w.shape
     (pad_top, _), (pad_left, _) = pads
@@ -330,21 +352,30 @@ def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False):
     rows = np.empty((numba.get_num_threads(), 2, grid_length(H_out, W_out, xq.shape[5])),
                     w.dtype)
     bias = np.zeros(O, w.dtype) if b is None else np.ascontiguousarray(b, dtype=w.dtype)
+    none = pooled is None
     _forward(np.ascontiguousarray(x, dtype=w.dtype), pad_top, pad_left, xq, offsets,
-             w.reshape(O, -1), bias, out, rows, relu)
+             w.reshape(O, -1), bias, out, rows, relu,
+             np.empty((0,) * 4, w.dtype) if none else pooled, w.dtype.type(divisor))
     return out, xq
 
 
-def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True):
+def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True, spread=None):
     """(dx (N, C, H, W) or None, dw (O, C, KH, KW), db (O,)) given dout (N, O, H_out, W_out),
     xq from ``forward``, and w. dw and db are summed in groups of ``group`` images, the groups
-    in order."""
-    N, O, H_out, W_out = dout.shape
+    in order. ``spread`` = (out_shape, divisor, clip): dout is instead the gradient of the 2×2
+    pool after the layer (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋), spread over the output (N, O, H_out,
+    W_out) / divisor, where clip (the clipped output, or None) is > 0, as it is laid out."""
+    N, O, H_out, W_out = dout.shape if spread is None else spread[0]
     KH, KW = w.shape[2:]
     Wq = xq.shape[5]
     offsets = tap_offsets(xq.shape, KH, KW, *dilation)
     wide = workspace.empty((N, O, grid_length(H_out, W_out, Wq)), w.dtype)
-    widen(dout, wide, Wq)
+    if spread is None:
+        widen(dout, wide, Wq)
+    else:
+        _, divisor, clip = spread
+        _widen_spread(dout, w.dtype.type(divisor), dout if clip is None else clip,
+                      clip is not None, wide, H_out, W_out, Wq)
     partial = np.empty((-(-N // group), O, offsets.size + 1), dtype=w.dtype)
     _weights(wide, xq, offsets, partial, group)
     dwb = partial.sum(axis=0)

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..core.shapes import window_output_size
-from . import elementwise_loops, pool_fast
+from . import conv_pool, elementwise_loops, pool_fast
 
 
 def _output_size(size, kernel, stride, dilation):
@@ -67,9 +67,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
     relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
     cache does not change: the convolution's backward does not read its output).
-    pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
-    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the cache is then (the convolution's,
-    ``pool_fast.max_backward``'s).
+    pool: then the pool of the output's 2×2, stride-2 windows after the layer (and its ReLU):
+    True or "max", "mean" or "sum" (``conv_pool.after``), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the
+    cache is then (the convolution's, the pool's).
     need_cache: False for prediction, where no backward pass follows: the cache may be None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
@@ -86,20 +86,22 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
         np.maximum(out, out.dtype.type(0), out=out)
     cache = (cols, w, b is not None, x.shape, x_pad.shape, stride, pads, dilation)
     if pool:
-        pooled, pool_cache = pool_fast.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
-                                                   need_cache)
-        return pooled, (cache, pool_cache) if need_cache else None
+        return conv_pool.after(pool_fast, out, cache, pool, relu, need_cache)
     return out, cache if need_cache else None
 
 
-def backward(dout, cache, need_dx=True, clip=None):
+def backward(dout, cache, need_dx=True, clip=None, spread=None):
     """Gradients w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
     Returns dx (N, C, H, W), dw (O, C, KH, KW), db (O,) or None; dx is None when
     ``need_dx`` is False.
     ``clip``: the layer's input x, the output of a ReLU whose gradient dx then gets too: dx
-    where x > 0, else 0 (``layers.fusion``).
+    where x > 0, else 0 (``layers.fusion``). ``spread``: the pool's half of the cache after
+    ``forward(pool="mean" or "sum")``; dout is then the pool's output's gradient, spread back
+    first (``conv_pool.spread``).
     """
+    if spread is not None:
+        dout = conv_pool.spread(pool_fast, dout, spread)
     cols, w, has_bias, x_shape, x_pad_shape, stride, pads, dilation = cache
     N, C, H, W = x_shape
     O, _, KH, KW = w.shape

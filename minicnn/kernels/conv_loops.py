@@ -9,7 +9,7 @@ The sum over (c, p, q) is one ``np.sum`` over the window; the loops over (n, o, 
 import numpy as np
 
 from ..core.shapes import window_output_size
-from . import elementwise_loops, pool_loops
+from . import conv_pool, elementwise_loops, pool_loops
 
 
 def _pad(x, pads):
@@ -31,9 +31,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
     relu: out = max(out, 0), the ReLU after the layer applied as the output is written (the
     cache does not change: the convolution's backward does not read its output).
-    pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
-    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the cache is then (the convolution's,
-    ``pool_loops.max_backward``'s).
+    pool: then the pool of the output's 2×2, stride-2 windows after the layer (and its ReLU):
+    True or "max", "mean" or "sum" (``conv_pool.after``), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the
+    cache is then (the convolution's, the pool's).
     need_cache: False for prediction, where no backward pass follows: the cache may be None.
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
@@ -61,13 +61,11 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
         np.maximum(out, out.dtype.type(0), out=out)
     cache = (x_pad, w, b is not None, x.shape, stride, pads, dilation)
     if pool:
-        pooled, pool_cache = pool_loops.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
-                                                    need_cache)
-        return pooled, (cache, pool_cache) if need_cache else None
+        return conv_pool.after(pool_loops, out, cache, pool, relu, need_cache)
     return out, cache if need_cache else None
 
 
-def backward(dout, cache, need_dx=True, clip=None):
+def backward(dout, cache, need_dx=True, clip=None, spread=None):
     """Gradients of the loss w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
     Every output entry out[n, o, i, j] touched one window of x_pad and all of w[o]; its gradient
@@ -76,8 +74,12 @@ def backward(dout, cache, need_dx=True, clip=None):
     Returns dx (N, C, H, W), dw (O, C, KH, KW), db (O,) or None; dx is None when
     ``need_dx`` is False (nobody needs the gradient of the data).
     ``clip``: the layer's input x, the output of a ReLU whose gradient dx then gets too: dx
-    where x > 0, else 0 (``layers.fusion``).
+    where x > 0, else 0 (``layers.fusion``). ``spread``: the pool's half of the cache after
+    ``forward(pool="mean" or "sum")``; dout is then the pool's output's gradient, spread back
+    first (``conv_pool.spread``).
     """
+    if spread is not None:
+        dout = conv_pool.spread(pool_loops, dout, spread)
     x_pad, w, has_bias, x_shape, stride, pads, dilation = cache
     N, C, H, W = x_shape
     O, _, KH, KW = w.shape

@@ -48,8 +48,8 @@ import numpy as np
 from numba import prange
 
 from ..core.shapes import window_output_size
-from . import (blas, conv_direct, conv_fast, conv_winograd, elementwise_numba, pool_numba,
-               workspace)
+from . import (blas, conv_direct, conv_fast, conv_pool, conv_winograd, elementwise_numba,
+               pool_numba, workspace)
 from .elementwise_numba import clip_at_zero
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
@@ -57,6 +57,7 @@ from .blas_numba import set_threads as _set_threads
 from .jit import FMA as _FMA
 from .jit import SUM as _SUM
 from .jit import COMPILED_DTYPES, Fallback, helper, kernel
+from .pool_numba import spread_2x2, sum_2x2_plane
 
 _CHUNK_BYTES = 2 << 20      # NumPy path: im2col of a few images at a time (the L2 cache's size)
 _GROUP = 4                  # images whose weight gradients one thread adds up before the next
@@ -67,6 +68,11 @@ _PRODUCT_GROUPS = 4        # 128 to 1024 within 3 %), and at least this many pro
 # 1.07 times slower per training step with 3 images per product than with one
 _PRODUCT_POSITIONS = 64
 _forced = None
+# the divisor of a 2×2 window's sum for ``forward(pool=...)``
+_DIVISORS = {"mean": 4, "sum": 1}
+_WINDOW = ((2, 2), (2, 2), ((0, 0), (0, 0)))
+# an argument for a kernel's array that has no images (nothing to pool or spread)
+_NO_IMAGES = {dtype: np.empty((0, 0, 0, 0), dtype) for dtype in COMPILED_DTYPES}
 # Winograd from this many input and output channels, and input positions H·W, on: below, its
 # 16 products are too small for BLAS to beat one im2col product. Measured on one thread,
 # forward + backward of 64 images: 32→64 channels at 26×26 (mnist_cnn) 1.2 times faster and
@@ -265,12 +271,13 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
 
 @kernel(parallel=True)
 def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                  W_out, relu, gemm, set_threads):
+                  W_out, relu, pooled, divisor, gemm, set_threads):
     """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), then
     max(·, 0) with ``relu``. cols (threads, rows, B, H_out·W_out) is each thread's im2col
     matrix for B images side by side (its ones row set), one product for the B images; with
     B > 1 the product goes to outs (threads, O, B, H_out·W_out) and is copied out image by
-    image, else straight into out[n]."""
+    image, else straight into out[n]. When pooled (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋) has images: the
+    sums of each image's 2×2 windows / divisor, while its output is in the cache."""
     O, rows = wb.shape
     HW = H_out * W_out
     N, B = x_ph.shape[0], cols.shape[2]
@@ -295,18 +302,27 @@ def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, 
                 out[n0 + b] = outs[numba.get_thread_id(), :, b]
             if relu:
                 clip_at_zero(out[n0 + b].reshape(O * HW))
+            if pooled.shape[0] > 0:
+                for c in range(O):
+                    sum_2x2_plane(out[n0 + b, c].reshape((H_out, W_out)), pooled[n0 + b, c],
+                                  divisor, zero)
 
 
 @kernel(parallel=True)
-def _gemm_backward(x_ph, wb, dout, partial, dx_ph, cols, dcols, douts, group, KH, KW, stride_h,
-                   stride_w, dil_h, dil_w, H_out, W_out, gemm, set_threads):
+def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_ph, cols, dcols,
+                   douts, group, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out, gemm,
+                   set_threads):
     """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, H_out·W_out) @
     dout[n]ᵀ, the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to
     1.7 times on LeNet-5's and mnist_cnn's second layers); dx_ph[n] = col2im(Wᵀ @ dout[n]) when
     dx_ph has images (else only the weights' gradient).
 
     B images per product (cols (threads, rows, B, HW), dcols (threads, K, B, HW)): with B > 1
-    their dout is first copied side by side into douts (threads, O, B, HW). Groups of ``group``
+    their dout is first copied side by side into douts (threads, O, B, HW). When dpool (N, O,
+    ⌊H_out/2⌋, ⌊W_out/2⌋) has images, it is the gradient of a 2×2 sum pool / divisor after the
+    layer, and dout is not read: each image's is dpool spread into douts (with the ReLU's
+    gradient where ``clipping``: clip (N, O, H_out, W_out) is the clipped output),
+    ``pool_numba.spread_2x2``. Groups of ``group``
     images (a multiple of B), in parallel; their sums are added in order afterwards, so the
     result does not depend on the number of threads.
     """
@@ -314,6 +330,7 @@ def _gemm_backward(x_ph, wb, dout, partial, dx_ph, cols, dcols, douts, group, KH
     O, rows = wb.shape
     K, B, HW = dcols.shape[1], cols.shape[2], H_out * W_out
     one, zero = dout.dtype.type(1), dout.dtype.type(0)
+    spreading = dpool.shape[0] > 0
     for g in prange(partial.shape[0]):
         buf, dbuf = cols[numba.get_thread_id()], dcols[numba.get_thread_id()]
         before = _set_threads(set_threads, 1)
@@ -322,9 +339,13 @@ def _gemm_backward(x_ph, wb, dout, partial, dx_ph, cols, dcols, douts, group, KH
             for b in range(nb):
                 _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
                               H_out, W_out)
-                if B > 1:
+                if spreading:
+                    for o in range(O):
+                        spread_2x2(dpool[n0 + b, o], divisor, zero, clip[n0 + b, o], clipping,
+                                   douts[numba.get_thread_id(), o, b], H_out, W_out, W_out)
+                elif B > 1:
                     douts[numba.get_thread_id(), :, b] = dout[n0 + b]
-            if B == 1:
+            if B == 1 and not spreading:
                 d = dout[n0].ctypes.data
             else:
                 d = douts[numba.get_thread_id()].ctypes.data
@@ -428,26 +449,31 @@ def _buffers(count, rows, HW, dtype, ones, images=1):
 # ----------------------------------------------------------------------------------------
 # the two passes
 # ----------------------------------------------------------------------------------------
-def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=True):
+def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=True,
+            pooled=None, divisor=1):
     """Convolve x with w, add b.
 
     x: (N, C, H, W); w: (O, C, KH, KW); b: (O,) or None
     stride (S_h, S_w); pads ((pad_top, pad_bottom), (pad_left, pad_right)); dilation (D_h, D_w)
     relu: out = max(out, 0), the ReLU after the layer applied to each image's output just
     written (the cache does not change: the backward pass does not read the output).
-    pool: then the maxima of the output's 2×2, stride-2 windows (a MaxPool2D(2) after the
-    layer and its ReLU), (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋); the cache is then (the convolution's,
-    ``pool_numba.max_backward``'s).
+    pool: then a pool of the output's 2×2, stride-2 windows, (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋), the
+    layer after the convolution (and its ReLU): True or "max" their maxima (MaxPool2D(2)),
+    "mean" or "sum" their means or sums (AvgPool2D(2), SumPool2D(2)). The cache is then (the
+    convolution's, the pool's): for "max" ``pool_numba.max_backward``'s, for "mean" and "sum"
+    what ``backward`` takes as ``spread``.
     need_cache: False for prediction, where no backward pass follows: the cache may be None.
+    pooled, divisor: (``_forward_spreading``) the "direct" and "gemm" kernels also write the
+    sums of out's 2×2 windows / divisor into pooled (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋).
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
     compiled = w.dtype in COMPILED_DTYPES
+    if pool in _DIVISORS:
+        return _forward_spreading(x, w, b, stride, pads, dilation, relu, pool, need_cache)
     if pool and not (compiled and algorithm(x.shape, w.shape, stride, dilation) == "winograd"):
         # only Winograd pools each image's output in its kernel; the others pool afterwards
         out, cache = forward(x, w, b, stride, pads, dilation, relu)
-        pooled, pool_cache = pool_numba.max_forward(out, (2, 2), (2, 2), ((0, 0), (0, 0)),
-                                                    need_cache)
-        return pooled, (cache, pool_cache) if need_cache else None
+        return conv_pool.after(pool_numba, out, cache, pool, relu, need_cache)
     if not compiled:                            # e.g. float16: NumPy's kernels
         out, cache = conv_fast.forward(x, w, b, stride, pads, dilation, relu)
         return out, Fallback((cache,)) if need_cache else None
@@ -469,7 +495,8 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     H_out = window_output_size(x.shape[2], KH, stride_h, pads[0], dil_h)
     W_out = window_output_size(x.shape[3], KW, stride_w, pads[1], dil_w)
     if algo == "direct":                # the cache keeps the padded input's phases
-        out, xq = conv_direct.forward(x, w, b, stride, pads, dilation, H_out, W_out, relu)
+        out, xq = conv_direct.forward(x, w, b, stride, pads, dilation, H_out, W_out, relu,
+                                      pooled, divisor)
         return out, (algo, xq, w, b is not None, x.shape, pads, dilation)
     x_pad = _padded(x, pads)
     N, C, H_pad, W_pad = x_pad.shape
@@ -484,8 +511,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
         cols = _buffers(threads, wb.shape[1], HW, w.dtype, b is not None, B)
         outs = workspace.empty((threads if B > 1 else 0, O, B, HW), w.dtype)
         with blas.one_thread_per_product():
-            _gemm_forward(x_ph, wb, flat, cols, outs, *geometry, relu, blas.GEMM[w.dtype],
-                          blas.SET_THREADS_LOCAL)
+            _gemm_forward(x_ph, wb, flat, cols, outs, *geometry, relu,
+                          _NO_IMAGES[w.dtype] if pooled is None else pooled,
+                          w.dtype.type(divisor), blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
     else:
         B = _chunk(wb.shape[1], HW, w.itemsize)
         cols = _buffers(min(B, N), wb.shape[1], HW, w.dtype, b is not None)
@@ -498,15 +526,43 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     return out, (algo, x_ph, wb, b is not None, x.shape, pads, geometry + (W_pad,))
 
 
-def backward(dout, cache, need_dx=True, clip=None):
+def _forward_spreading(x, w, b, stride, pads, dilation, relu, pool, need_cache):
+    """``forward`` with pool "mean" or "sum": (pooled, (the convolution's cache, spread)),
+    spread = (the pool's cache as ``pool_numba.avg_forward`` keeps it, the clipped output or
+    None without ``relu``). "direct" and "gemm" take the sums of each image's output while it
+    is in the cache, in the kernel; the others (Winograd, NumPy's) pool afterwards, with the
+    same bits (``pool_numba.sum_2x2_plane``)."""
+    divisor = _DIVISORS[pool]
+    compiled = w.dtype in COMPILED_DTYPES
+    algo = algorithm(x.shape, w.shape, stride, dilation) if compiled else None
+    if algo == "direct" or (algo == "gemm" and blas.GEMM is not None):
+        N, O = x.shape[0], w.shape[0]
+        H_out = window_output_size(x.shape[2], w.shape[2], stride[0], pads[0], dilation[0])
+        W_out = window_output_size(x.shape[3], w.shape[3], stride[1], pads[1], dilation[1])
+        pooled = workspace.empty((N, O, H_out // 2, W_out // 2), w.dtype)
+        out, cache = forward(x, w, b, stride, pads, dilation, relu, pooled=pooled,
+                             divisor=divisor)
+        pool_cache = (out.shape,) + _WINDOW + (np.full(pooled.shape[2:], divisor, w.dtype),)
+        return pooled, ((cache, (pool_cache, out if relu else None)) if need_cache else None)
+    out, cache = forward(x, w, b, stride, pads, dilation, relu)
+    return conv_pool.after(pool_numba, out, cache, pool, relu, need_cache)
+
+
+def backward(dout, cache, need_dx=True, clip=None, spread=None):
     """Gradients w.r.t. x, w and b, given dout = ∂loss/∂out (N, O, H_out, W_out).
 
     Returns dx (N, C, H, W), dw (O, C, KH, KW), db (O,) or None. With ``need_dx=False`` dx is
     not computed and None is returned in its place (the first layer's input is the data: the
     training loop never uses its gradient). ``clip``: the layer's input x, the output of a ReLU
     whose gradient dx then gets too: dx where x > 0, else 0 (``layers.fusion``); Winograd's
-    kernel applies it as it writes dx.
+    kernel applies it as it writes dx. ``spread``: the cache's second half after
+    ``forward(pool="mean" or "sum")``; dout is then the pool's output's gradient (N, O,
+    ⌊H_out/2⌋, ⌊W_out/2⌋), spread back over the output (with the ReLU's gradient) as "direct"
+    lays it out and as "gemm" hands it to BLAS, image by image, or first by
+    ``pool_numba.avg_backward``.
     """
+    if spread is not None and not _spreads(cache):
+        dout, spread = conv_pool.spread(pool_numba, dout, spread), None
     if isinstance(cache, Fallback):
         dx, dw, db = conv_fast.backward(dout, cache[0], need_dx=need_dx)
         return _clipped(dx, clip), dw, db
@@ -517,8 +573,11 @@ def backward(dout, cache, need_dx=True, clip=None):
                                              clip is not None)
         return dx, dw, db if has_bias else None
     if algo == "direct":                  # x_pad holds the phases, geometry the dilation
+        if spread is not None:
+            pool_cache, out = spread
+            spread = (pool_cache[0], pool_numba.two_by_two_divisor(pool_cache, w.dtype), out)
         dx, dw, db = conv_direct.backward(dout, x_pad, w, x_shape, pads, geometry, _GROUP,
-                                          need_dx)
+                                          need_dx, spread)
         return _clipped(dx, clip), dw, db if has_bias else None
     N, C, H, W = x_shape
     x_ph, (*geometry, W_pad) = x_pad, geometry     # gemm's cache: the phased input
@@ -526,22 +585,30 @@ def backward(dout, cache, need_dx=True, clip=None):
     O, K, HW = w.shape[0], C * KH * KW, H_out * W_out
     dx_ph = workspace.empty(x_ph.shape if need_dx else (0,) + x_ph.shape[1:], w.dtype)
     rows = w.shape[1]                 # w is [W | b] here
-    flat = dout.reshape(N, O, HW)
     if blas.GEMM is not None:
         threads, B = numba.get_num_threads(), _images_per_product(N, HW)
         group = B * -(-_GROUP // B)
         partial = np.empty((-(-N // group), rows, O), dtype=w.dtype)
         cols = _buffers(threads, rows, HW, w.dtype, has_bias, B)
         dcols = workspace.empty((threads if need_dx else 0, K, B, HW), w.dtype)
-        douts = workspace.empty((threads if B > 1 else 0, O, B, HW), w.dtype)
+        douts = workspace.empty((threads if B > 1 or spread else 0, O, B, HW), w.dtype)
+        if spread is None:
+            flat, dpool, divisor, out = dout.reshape(N, O, HW), _NO_IMAGES[w.dtype], 1, None
+        else:
+            (pool_cache, out), dpool = spread, dout
+            flat, divisor = dout.reshape(N, O, -1), pool_numba.two_by_two_divisor(pool_cache,
+                                                                                 w.dtype)
         with blas.one_thread_per_product():
-            _gemm_backward(x_ph, w, flat, partial, dx_ph, cols, dcols, douts, group, *geometry,
-                           blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
+            _gemm_backward(x_ph, w, flat, dpool, w.dtype.type(divisor),
+                           dpool if out is None else out, out is not None, partial, dx_ph, cols,
+                           dcols, douts, group, *geometry, blas.GEMM[w.dtype],
+                           blas.SET_THREADS_LOCAL)
         dw = np.empty((O, C, KH, KW), dtype=w.dtype)
         db = np.empty(O if has_bias else 0, dtype=w.dtype)
         _weight_gradient(partial, K, dw.reshape(O, K), db)
         db = db if has_bias else None
     else:
+        flat = dout.reshape(N, O, HW)
         B = _chunk(rows, HW, w.itemsize)
         cols = _buffers(min(B, N), rows, HW, w.dtype, has_bias)
         w_t = w[:, :K].T
@@ -562,6 +629,13 @@ def backward(dout, cache, need_dx=True, clip=None):
     dx = dx_pad if dx_pad.shape == x_shape else np.ascontiguousarray(
         dx_pad[:, :, pad_top:pad_top + H, pad_left:pad_left + W])
     return _clipped(dx, clip), dw, db
+
+
+def _spreads(cache):
+    """Whether ``backward`` with this cache spreads a 2×2 pool's gradient in its own kernels:
+    "direct", and "gemm" with BLAS called from Numba."""
+    return (not isinstance(cache, Fallback)
+            and (cache[0] == "direct" or (cache[0] == "gemm" and blas.GEMM is not None)))
 
 
 def _clipped(dx, x):

@@ -213,17 +213,24 @@ def _sum_forward(x, divisor, out, zero, KH, KW, stride_h, stride_w, pad_top, pad
                 total[j] = total[j] / divisor[i, j]
 
 
+@helper(inline="always")
+def sum_2x2_plane(x, out, divisor, zero):
+    """out (H_out, W_out) := the sum of each 2×2, stride-2 window of the plane x (H, W), from
+    ``zero`` in row-major order (the bits of ``pool_loops``), divided by ``divisor`` (4 for the
+    mean, 1 for the sum). A convolution followed by such a pool calls it on each image's output
+    while it is in the cache (``conv_numba.forward(pool="mean")``)."""
+    for i in range(out.shape[0]):
+        r0, r1 = x[2 * i], x[2 * i + 1]
+        for j in range(out.shape[1]):
+            total = (((zero + r0[2 * j]) + r0[2 * j + 1]) + r1[2 * j]) + r1[2 * j + 1]
+            out[i, j] = total / divisor
+
+
 @kernel(parallel=True)
 def _sum_forward_2x2(x, divisor, out, zero):
-    N, C, H, W = x.shape
-    H_out, W_out = out.shape[2], out.shape[3]
+    N, C = x.shape[0], x.shape[1]
     for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        for i in range(H_out):
-            r0, r1 = x[n, c, 2 * i], x[n, c, 2 * i + 1]
-            for j in range(W_out):
-                total = (((zero + r0[2 * j]) + r0[2 * j + 1]) + r1[2 * j]) + r1[2 * j + 1]
-                out[n, c, i, j] = total / divisor[i, j]
+        sum_2x2_plane(x[nc // C, nc % C], out[nc // C, nc % C], divisor, zero)
 
 
 @kernel(parallel=True)
@@ -255,34 +262,57 @@ def _sum_backward(dout, divisor, dx, KH, KW, stride_h, stride_w, pad_top, pad_le
                             grad[h * W + w] += share
 
 
+@helper(inline="always")
+def spread_2x2(d, divisor, zero, clip, clipping, target, H, W, row_stride):
+    """The gradient of ``sum_2x2_plane`` for one plane: target[r·row_stride + s] (r < H, s < W,
+    target flat) := d[r // 2, s // 2] / divisor, d (H_out, W_out) the output's gradient; with
+    ``clipping`` only where clip[r, s] (H, W), the output of the ReLU before the pool, is > 0
+    (its gradient, as ``elementwise_numba.relu_backward``), 0 elsewhere, and 0 in the rows and
+    columns no window covers. Other entries of target are not touched (``conv_direct`` spreads
+    onto its grid of width row_stride > W)."""
+    H_out, W_out = d.shape
+    u = np.uint64
+    if 2 * H_out < H or 2 * W_out < W:
+        for r in range(H):
+            for s in range(W):
+                target[u(r) * u(row_stride) + u(s)] = zero
+    for i in range(H_out):
+        r0 = target[u(2 * i) * u(row_stride):]
+        r1 = target[u(2 * i + 1) * u(row_stride):]
+        if clipping:
+            k0, k1 = clip[2 * i], clip[2 * i + 1]
+            for j in range(W_out):
+                share = zero + d[i, j] / divisor
+                r0[2 * j] = share if k0[2 * j] > zero else zero
+                r0[2 * j + 1] = share if k0[2 * j + 1] > zero else zero
+                r1[2 * j] = share if k1[2 * j] > zero else zero
+                r1[2 * j + 1] = share if k1[2 * j + 1] > zero else zero
+        else:
+            for j in range(W_out):
+                share = zero + d[i, j] / divisor     # 0 + s, as the loops: −0 → 0
+                r0[2 * j] = share
+                r0[2 * j + 1] = share
+                r1[2 * j] = share
+                r1[2 * j + 1] = share
+
+
 @kernel(parallel=True)
 def _sum_backward_2x2(dout, divisor, dx, zero, clip, clipping):
     """dx (N, C, H, W) := each dout / divisor spread over its 2×2 window; with ``clipping``,
     only where clip (N, C, H, W), the output of the ReLU before the pool, is > 0 (its gradient,
     as ``elementwise_numba.relu_backward``), 0 elsewhere: one pass over dx instead of two."""
-    N, C, H_out, W_out = dout.shape
+    N, C = dout.shape[0], dout.shape[1]
     H, W = dx.shape[2], dx.shape[3]
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        if 2 * H_out < H or 2 * W_out < W:     # rows or columns no window covers
-            dx[n, c] = 0
-        for i in range(H_out):
-            r0, r1 = dx[n, c, 2 * i], dx[n, c, 2 * i + 1]
-            if clipping:
-                k0, k1 = clip[n, c, 2 * i], clip[n, c, 2 * i + 1]
-                for j in range(W_out):
-                    share = zero + dout[n, c, i, j] / divisor[i, j]
-                    r0[2 * j] = share if k0[2 * j] > zero else zero
-                    r0[2 * j + 1] = share if k0[2 * j + 1] > zero else zero
-                    r1[2 * j] = share if k1[2 * j] > zero else zero
-                    r1[2 * j + 1] = share if k1[2 * j + 1] > zero else zero
-            else:
-                for j in range(W_out):
-                    share = zero + dout[n, c, i, j] / divisor[i, j]   # 0 + s, as the loops: −0 → 0
-                    r0[2 * j] = share
-                    r0[2 * j + 1] = share
-                    r1[2 * j] = share
-                    r1[2 * j + 1] = share
+        spread_2x2(dout[n, c], divisor, zero, clip[n, c], clipping, dx[n, c].reshape(H * W),
+                   H, W, W)
+
+
+def two_by_two_divisor(cache, dtype):
+    """The divisor of every window in the cache of ``avg_forward`` or ``sum_forward`` with 2×2
+    windows, stride 2, no padding (4 for the mean, 1 for the sum), a scalar of ``dtype``."""
+    return dtype.type(cache[4][0, 0])
 
 
 def _real_counts(size, kernel, stride, pad, n_out):
@@ -301,7 +331,7 @@ def _divided_sums(x, kernel, stride, pads, divisor_of, numpy_version):
     divisor = np.ascontiguousarray(divisor_of(H_out, W_out), dtype=x.dtype)
     out = workspace.empty(x.shape[:2] + (H_out, W_out), x.dtype)
     if _is_2x2(kernel, stride, pads):
-        _sum_forward_2x2(x, divisor, out, x.dtype.type(0))
+        _sum_forward_2x2(x, x.dtype.type(divisor[0, 0]), out, x.dtype.type(0))
     else:
         _sum_forward(x, divisor, out, x.dtype.type(0), *geometry[2:])
     return out, (x.shape, kernel, stride, pads, divisor)
@@ -349,7 +379,8 @@ def avg_backward(dout, cache, clip=None):
     if _is_2x2(kernel, stride, pads):
         clipping = clip is not None
         clip = np.ascontiguousarray(clip, dtype=dx.dtype) if clipping else dx
-        _sum_backward_2x2(dout, divisor, dx, dx.dtype.type(0), clip, clipping)
+        _sum_backward_2x2(dout, two_by_two_divisor(cache, dx.dtype), dx, dx.dtype.type(0), clip,
+                          clipping)
         return dx
     _sum_backward(dout, divisor, dx, *_geometry(x_shape, kernel, stride, pads)[2:])
     return dx if clip is None else elementwise_numba.relu_backward(dx, clip)

@@ -58,7 +58,9 @@ class ReLU(_Elementwise):
     def applied_later(self, shape, dtype):
         """The next layer applies this ReLU's gradient (``layers.fusion``), for its output of
         ``shape``: a MaxPool2D that ran in the convolution before it (a maximum not above 0
-        sends none back, ``MaxPool2D.computed``) or a Conv2D, AvgPool2D or SumPool2D that
+        sends none back, ``MaxPool2D.computed``), a convolution before it that ran the 2×2
+        AvgPool2D or SumPool2D after it and spreads its gradient (``shape`` is then that
+        pool's output's, which the pool passes on), or a Conv2D, AvgPool2D or SumPool2D that
         takes it as input (its dx is kept only where its input is > 0,
         ``Conv2D.clips_input_gradient``). backward then passes dy on."""
         self._shape, self._dtype = shape, dtype

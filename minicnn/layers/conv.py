@@ -107,35 +107,42 @@ class Conv2D(Layer):
     # -- the two passes ---------------------------------------------------------------------
     def forward(self, x, relu=False, pool=None):
         """x (N, C, H, W) -> y (N, O, H_out, W_out); with ``relu`` (``layers.fusion``, for the
-        ReLU after this layer) max(y, 0), applied as y is written. ``pool``: the MaxPool2D(2)
+        ReLU after this layer) max(y, 0), applied as y is written. ``pool``: the 2×2 pool
         after this layer (and its ReLU), run in the kernel: returns its output, (N, O,
-        ⌊H_out/2⌋, ⌊W_out/2⌋), and hands it what its backward pass needs (``computed``)."""
+        ⌊H_out/2⌋, ⌊W_out/2⌋). A MaxPool2D(2) gets what its backward pass needs
+        (``MaxPool2D.computed``); after an AvgPool2D(2) or SumPool2D(2) backward takes the
+        pool's gradient and spreads it itself (``spread_by_conv``)."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
-        self._clip = None
+        self._clip = self._spread = None
         # remembered so that backward uses the kernels whose cache it receives
         self._kernels = kernels.conv()
         bias = self.bias.data if self.bias is not None else None
+        kind = False if pool is None else pool.kernel_pool
         y, self._cache = self._kernels.forward(x, self.weight.data, bias, self.stride, pads,
-                                               self.dilation, relu=relu, pool=pool is not None)
-        self._out_shape = y.shape if pool is None else self.output_shape(x.shape)
-        if pool is not None:
+                                               self.dilation, relu=relu, pool=kind)
+        self._out_shape = self.output_shape(x.shape) if kind == "max" else y.shape
+        if kind == "max":
             self._cache, pool_cache = self._cache
             pool.computed(y, pool_cache, kernels.pool(), clipped=relu)
+        elif kind:
+            self._cache, self._spread = self._cache
+            pool.spread_by_conv(y)
         return y
 
     def forward_with(self, x, weight, bias, relu=False, pool=False):
         """This layer's convolution of x (N, C, H, W) with other weights (O, C, KH, KW) and bias
         (O,) or None (``layers.fusion``: BatchNorm folded in), for prediction: nothing is kept
         for a backward pass. Returns y (N, O, H_out, W_out), max(y, 0) with ``relu``; with
-        ``pool`` the maxima of its 2×2, stride-2 windows (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋)."""
+        ``pool`` ("max", "mean" or "sum": a pool's ``kernel_pool``) the maxima, means or sums
+        of its 2×2, stride-2 windows (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋)."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
         y, _ = kernels.conv().forward(x, weight, bias, self.stride, pads, self.dilation,
                                       relu=relu, pool=pool, need_cache=False)
         return y
 
-    _CACHES = ("_cache", "_x", "_clip")
+    _CACHES = ("_cache", "_x", "_clip", "_spread")
 
     def clips_input_gradient(self, x):
         """x, this layer's input in the last forward pass, is a ReLU's output (``layers.fusion``):
@@ -145,7 +152,9 @@ class Conv2D(Layer):
 
     def backward(self, dy, need_input_grad=True):
         """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad.
-        With ``need_input_grad=False`` dx is not computed and None is returned."""
+        With ``need_input_grad=False`` dx is not computed and None is returned. After a
+        forward pass that ran the AvgPool2D(2) or SumPool2D(2) after this layer, dy is that
+        pool's gradient (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋), spread back here."""
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         dy = np.asarray(dy, dtype=self.dtype)
@@ -153,7 +162,8 @@ class Conv2D(Layer):
             raise ShapeError(f"{self!r}: backward expected dy of the output's shape "
                              f"{self._out_shape}, got {dy.shape}")
         dx, dw, db = self._kernels.backward(dy, self._cache, need_dx=need_input_grad,
-                                            clip=getattr(self, "_clip", None))
+                                            clip=getattr(self, "_clip", None),
+                                            spread=getattr(self, "_spread", None))
         self.weight.grad = dw
         if self.bias is not None:
             self.bias.grad = db

@@ -25,6 +25,16 @@ is then taken by the MaxPool2D, at the maxima, before it spreads the gradient ba
 (``MaxPool2D.computed``, ``ReLU.applied_later``): the same numbers, since everywhere else the
 spread gradient is 0.
 
+So does a 2×2 average or sum pool (LeNet-5's Conv2D -> ReLU -> AvgPool2D(2), twice): the
+"direct" and "gemm" kernels write each image's clipped output and the means of its windows
+while it is in the cache (the others pool afterwards). In training the convolution then
+spreads the pool's gradient itself, with the ReLU's gradient, as its backward pass lays out
+the gradient of its output image by image ("gemm": into a buffer of its thread, "direct": onto
+its grid), and the pool and the ReLU pass dy on (``_SpreadingPool.spread_by_conv``,
+``ReLU.applied_later``): the output's gradient of the whole batch is never written, nor read
+again, and the two layers' Python calls are gone. The same bits as unfused: the same sums in
+the same order, the same shares.
+
 Under ``no_grad`` in evaluation mode nothing is kept for a backward pass, and a chain
 
     Conv2D -> BatchNorm2D (evaluation mode) -> ReLU [-> MaxPool2D(2)]
@@ -94,11 +104,11 @@ def relu_in_place(layer, y):
 
 def chain_length(layers, i):
     """How many of ``layers`` from index i run as one: 1 (the layer alone), 2 for a Conv2D
-    followed by a ReLU, 3 with a 2×2 max-pool after that (``pools``), 2 for a BatchNorm2D
+    followed by a ReLU, 3 with a 2×2 pool after that (``pools``), 2 for a BatchNorm2D
     followed by a ReLU while caches are kept (under no_grad in evaluation mode the BatchNorm
     folds into the convolution before it instead), or, under no_grad in evaluation mode, 2 to
     4 for a Conv2D followed by a BatchNorm2D in evaluation mode and/or a ReLU and/or a 2×2
-    max-pool. A layer whose forward or backward was replaced on the layer itself (a hook)
+    pool. A layer whose forward or backward was replaced on the layer itself (a hook)
     ends the chain before it: it must be called, as itself."""
     n = _length(layers, i)
     for k in range(n):
@@ -122,7 +132,7 @@ def _length(layers, i):
         return 2 if relu_next and not fusing(conv) else 1
     if type(conv) is not Conv2D:
         return 1
-    if not fusing(conv):            # training, or caches kept: the ReLU and a 2×2 max-pool
+    if not fusing(conv):            # training, or caches kept: the ReLU and a 2×2 pool
         n = 1
         if i + n < len(layers) and type(layers[i + n]) is ReLU:
             n += 1
@@ -140,10 +150,14 @@ def _length(layers, i):
 
 
 def pools(layer):
-    """Whether ``layer`` is a MaxPool2D of 2×2 windows, stride 2, no padding: the pool the
-    kernels take (``pool=True``)."""
-    return (type(layer) is MaxPool2D and layer.kernel_size == (2, 2) and layer.stride == (2, 2)
-            and layer.padding != "same" and layer.padding_for(2, 2) == ((0, 0), (0, 0)))
+    """Whether ``layer`` is a MaxPool2D, AvgPool2D or SumPool2D of 2×2 windows, stride 2, no
+    padding: the pools the kernels take (``pool=layer.kernel_pool``)."""
+    return (type(layer) in _KERNEL_POOLS and layer.kernel_size == (2, 2)
+            and layer.stride == (2, 2) and layer.padding != "same"
+            and layer.padding_for(2, 2) == ((0, 0), (0, 0)))
+
+
+_KERNEL_POOLS = (MaxPool2D, AvgPool2D, SumPool2D)
 
 
 def folds(conv, norm):
@@ -167,20 +181,22 @@ def run_chain(layers, x):
         norm, relu = layers
         return relu.computed(norm.forward(x, relu=True))
     conv, rest = layers[0], list(layers[1:])
-    if not fusing(conv):            # Conv2D -> ReLU [-> MaxPool2D(2)], each keeping its cache
+    if not fusing(conv):            # Conv2D -> ReLU [-> a 2×2 pool], each keeping its cache
         if len(rest) == 1:
             return rest[0].computed(conv.forward(x, relu=True))
         relu, pool = rest
         out_shape = conv.output_shape(x.shape)
         pool.output_shape(out_shape)    # the pool's own error when its window does not fit
         y = conv.forward(x, relu=True, pool=pool)
-        relu.applied_later(out_shape, y.dtype)
+        # the ReLU's backward pass sees what the pool's passes on: the gradient of the whole
+        # output after a max-pool, the pool's own after an average (the Conv2D spreads it)
+        relu.applied_later(out_shape if pool.kernel_pool == "max" else y.shape, y.dtype)
         return y
     if rest and type(rest[0]) is BatchNorm2D:
         weight, bias = fold(conv, rest.pop(0))
     else:
         weight, bias = conv.weight.data, conv.bias.data if conv.bias is not None else None
-    pool = bool(rest) and type(rest[-1]) is MaxPool2D
+    pool = bool(rest) and type(rest[-1]) in _KERNEL_POOLS and rest[-1].kernel_pool
     if pool:        # the pool's own error when its window does not fit the convolution's output
         rest[-1].output_shape(conv.output_shape(x.shape))
     relu = bool(rest) and type(rest[0]) is ReLU

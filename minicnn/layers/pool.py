@@ -27,6 +27,11 @@ from ..core.shapes import check_window_fits, pair, resolve_padding, window_formu
 from .base import Layer, as_float, keeping_caches
 
 
+#: a spreading pool's cache when the convolution before it spreads its gradient
+#: (``_SpreadingPool.spread_by_conv``)
+_SPREAD_BY_CONV = "spread by the convolution before it"
+
+
 class _WindowPool(Layer):
     """What MaxPool2D, AvgPool2D and SumPool2D share: the window, its arithmetic, the checks.
 
@@ -137,6 +142,9 @@ class MaxPool2D(_WindowPool):
 
     _CACHES = ("_cache", "_x", "_clipped")
 
+    #: what a convolution's kernel calls this pool when it runs it (``layers.fusion``)
+    kernel_pool = "max"
+
     def _forward(self, k, x, pads):
         self._clipped = None
         # under no_grad there is no backward: no need to remember where each maximum was
@@ -170,6 +178,20 @@ class _SpreadingPool(_WindowPool):
         self._clip = None
         return super().forward(x)
 
+    def spread_by_conv(self, y):
+        """Take y (N, C, H_out, W_out) as this layer's output, computed by the Conv2D before it
+        (2×2 windows, ``layers.fusion``), which then also spreads this layer's gradient back
+        over its own output as it needs it (``Conv2D.backward``): backward passes dy on."""
+        self._kernels, self._clip = None, None
+        self._cache = (_SPREAD_BY_CONV, y.shape, y.dtype)
+        return y
+
+    def _backward(self, k, dy, cache):
+        return dy if cache is _SPREAD_BY_CONV else self._spread(k, dy, cache)
+
+    def _spread(self, k, dy, cache):
+        raise NotImplementedError
+
     def clips_input_gradient(self, x):
         """x, this layer's input in the last forward pass, is a ReLU's output (``layers.fusion``):
         backward then returns dx where x > 0, else 0, the ReLU's gradient too, applied as dx is
@@ -196,10 +218,14 @@ class AvgPool2D(_SpreadingPool):
             count_include_pad = self.padding != "same"
         self.count_include_pad = bool(count_include_pad)
 
+    #: what a convolution's kernel calls this pool when it runs it (``layers.fusion``): with
+    #: 2×2 windows and no padding every window divides by 4, count_include_pad or not
+    kernel_pool = "mean"
+
     def _forward(self, k, x, pads):
         return k.avg_forward(x, self.kernel_size, self.stride, pads, self.count_include_pad)
 
-    def _backward(self, k, dy, cache):
+    def _spread(self, k, dy, cache):
         return k.avg_backward(dy, cache, getattr(self, "_clip", None))
 
     def _repr_extra(self):
@@ -214,10 +240,12 @@ class SumPool2D(_SpreadingPool):
     subsampling layers summed 2×2 windows before a trainable scale. Padding adds zeros.
     """
 
+    kernel_pool = "sum"
+
     def _forward(self, k, x, pads):
         return k.sum_forward(x, self.kernel_size, self.stride, pads)
 
-    def _backward(self, k, dy, cache):
+    def _spread(self, k, dy, cache):
         return k.sum_backward(dy, cache, getattr(self, "_clip", None))
 
 
