@@ -357,6 +357,15 @@ def test_a_mean_or_sum_pool_in_the_kernel_is_the_pool_and_spreads_its_gradient(
 
 
 @pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
+def test_an_unknown_pool_in_the_kernel_is_refused(backend, algorithm):
+    x = np.ones((1, 2, 6, 6), np.float32)
+    _, args = layer_and_arguments(dict(in_channels=2, out_channels=3, kernel_size=3), x.shape,
+                                  np.float32, 0, x)
+    with conv_kernels(backend, algorithm) as module, pytest.raises(ValueError, match="'avg'"):
+        module.forward(*args, relu=True, pool="avg")
+
+
+@pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
 @settings(max_examples=max(10, settings.default.max_examples // 4))
 @given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**16))

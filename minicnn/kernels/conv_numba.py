@@ -467,6 +467,8 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     sums of out's 2×2 windows / divisor into pooled (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋).
     Returns out (N, O, H_out, W_out) and the cache for ``backward``.
     """
+    if pool not in (False, None, True, "max") and pool not in _DIVISORS:
+        raise ValueError(f"pool must be False, True, 'max', 'mean' or 'sum', got {pool!r}")
     compiled = w.dtype in COMPILED_DTYPES
     if pool in _DIVISORS:
         return _forward_spreading(x, w, b, stride, pads, dilation, relu, pool, need_cache)

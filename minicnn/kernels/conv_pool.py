@@ -25,7 +25,7 @@ def after(pool_module, out, cache, pool, relu, need_cache):
         pooled, pool_cache = pool_module.sum_forward(out, *_WINDOW)
         pool_cache = (pool_cache, out if relu else None)
     else:
-        raise ValueError(f"pool must be True, 'max', 'mean' or 'sum', got {pool!r}")
+        raise ValueError(f"pool must be False, True, 'max', 'mean' or 'sum', got {pool!r}")
     return pooled, ((cache, pool_cache) if need_cache else None)
 
 
