@@ -352,10 +352,9 @@ def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False, pooled=No
     rows = np.empty((numba.get_num_threads(), 2, grid_length(H_out, W_out, xq.shape[5])),
                     w.dtype)
     bias = np.zeros(O, w.dtype) if b is None else np.ascontiguousarray(b, dtype=w.dtype)
-    none = pooled is None
+    pooled = np.empty((0, 0, 0, 0), w.dtype) if pooled is None else pooled    # none: no images
     _forward(np.ascontiguousarray(x, dtype=w.dtype), pad_top, pad_left, xq, offsets,
-             w.reshape(O, -1), bias, out, rows, relu,
-             np.empty((0,) * 4, w.dtype) if none else pooled, w.dtype.type(divisor))
+             w.reshape(O, -1), bias, out, rows, relu, pooled, w.dtype.type(divisor))
     return out, xq
 
 

@@ -322,9 +322,9 @@ def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_p
     ⌊H_out/2⌋, ⌊W_out/2⌋) has images, it is the gradient of a 2×2 sum pool / divisor after the
     layer, and dout is not read: each image's is dpool spread into douts (with the ReLU's
     gradient where ``clipping``: clip (N, O, H_out, W_out) is the clipped output),
-    ``pool_numba.spread_2x2``. Groups of ``group``
-    images (a multiple of B), in parallel; their sums are added in order afterwards, so the
-    result does not depend on the number of threads.
+    ``pool_numba.spread_2x2``. Groups of ``group`` images (a multiple of B), in parallel; their
+    sums are added in order afterwards, so the result does not depend on the number of
+    threads.
     """
     N = x_ph.shape[0]
     O, rows = wb.shape
