@@ -577,7 +577,8 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
     if algo == "direct":                  # x_pad holds the phases, geometry the dilation
         if spread is not None:
             pool_cache, out = spread
-            spread = (pool_cache[0], pool_numba.two_by_two_divisor(pool_cache, w.dtype), out)
+            spread = (pool_cache[0], pool_numba.two_by_two_divisor(pool_cache[4], w.dtype),
+                      out)
         dx, dw, db = conv_direct.backward(dout, x_pad, w, x_shape, pads, geometry, _GROUP,
                                           need_dx, spread)
         return _clipped(dx, clip), dw, db if has_bias else None
@@ -598,8 +599,8 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
             flat, dpool, divisor, out = dout.reshape(N, O, HW), _NO_IMAGES[w.dtype], 1, None
         else:
             (pool_cache, out), dpool = spread, dout
-            flat, divisor = dout.reshape(N, O, -1), pool_numba.two_by_two_divisor(pool_cache,
-                                                                                 w.dtype)
+            flat = dout.reshape(N, O, -1)
+            divisor = pool_numba.two_by_two_divisor(pool_cache[4], w.dtype)
         with blas.one_thread_per_product():
             _gemm_backward(x_ph, w, flat, dpool, w.dtype.type(divisor),
                            dpool if out is None else out, out is not None, partial, dx_ph, cols,

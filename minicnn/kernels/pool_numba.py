@@ -309,10 +309,11 @@ def _sum_backward_2x2(dout, divisor, dx, zero, clip, clipping):
                    H, W, W)
 
 
-def two_by_two_divisor(cache, dtype):
-    """The divisor of every window in the cache of ``avg_forward`` or ``sum_forward`` with 2×2
-    windows, stride 2, no padding (4 for the mean, 1 for the sum), a scalar of ``dtype``."""
-    return dtype.type(cache[4][0, 0])
+def two_by_two_divisor(divisor, dtype):
+    """The divisor of every window of a 2×2, stride-2 pool without padding (4 for the mean, 1
+    for the sum), from its divisors (H_out, W_out) as ``avg_forward``'s cache keeps them, as a
+    scalar of ``dtype``."""
+    return dtype.type(divisor[0, 0])
 
 
 def _real_counts(size, kernel, stride, pad, n_out):
@@ -331,7 +332,7 @@ def _divided_sums(x, kernel, stride, pads, divisor_of, numpy_version):
     divisor = np.ascontiguousarray(divisor_of(H_out, W_out), dtype=x.dtype)
     out = workspace.empty(x.shape[:2] + (H_out, W_out), x.dtype)
     if _is_2x2(kernel, stride, pads):
-        _sum_forward_2x2(x, x.dtype.type(divisor[0, 0]), out, x.dtype.type(0))
+        _sum_forward_2x2(x, two_by_two_divisor(divisor, x.dtype), out, x.dtype.type(0))
     else:
         _sum_forward(x, divisor, out, x.dtype.type(0), *geometry[2:])
     return out, (x.shape, kernel, stride, pads, divisor)
@@ -379,7 +380,7 @@ def avg_backward(dout, cache, clip=None):
     if _is_2x2(kernel, stride, pads):
         clipping = clip is not None
         clip = np.ascontiguousarray(clip, dtype=dx.dtype) if clipping else dx
-        _sum_backward_2x2(dout, two_by_two_divisor(cache, dx.dtype), dx, dx.dtype.type(0), clip,
+        _sum_backward_2x2(dout, two_by_two_divisor(divisor, dx.dtype), dx, dx.dtype.type(0), clip,
                           clipping)
         return dx
     _sum_backward(dout, divisor, dx, *_geometry(x_shape, kernel, stride, pads)[2:])
