@@ -314,6 +314,50 @@ def test_gemm_takes_several_small_images_per_product():
     assert conv_numba._images_per_product(64, 4) * 4 <= 64
 
 
+# im2col's and col2im's short runs, whole vector instructions at a time (runs_numba)
+@given(n=st.integers(0, 50), at=st.integers(0, 5), start=st.integers(0, 5),
+       tail=st.integers(0, 3), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=st.integers(0, 2**16))
+def test_copy_run_copies_the_run_and_nothing_else(n, at, start, tail, dtype, seed):
+    """Runs shorter and longer than a vector (LANES values), ending inside the arrays or at
+    their very end (tail 0): the lanes past the run are masked off, neither read nor written."""
+    from minicnn.kernels import runs_numba
+    rng = np.random.default_rng(seed)
+    source = rng.standard_normal(start + n + tail).astype(dtype)
+    target = np.full(at + n + tail, -7.0, dtype)
+    expected = target.copy()
+    expected[at:at + n] = source[start:start + n]
+    runs_numba.copy_run(target, np.uint64(at), source, np.uint64(start), np.uint64(n))
+    np.testing.assert_array_equal(target, expected)
+
+
+def add_taps_loops(target, at, width, source, start, run, taps, tap_step):
+    """runs_numba.add_taps as the scalar loops of col2im add it: tap after tap per position."""
+    for t in range(width):
+        for q in range(taps):
+            if 0 <= t - q < run:
+                target[at + t] += source[start + q * tap_step + t - q]
+
+
+@given(run=st.integers(1, 20), taps=st.integers(1, 6), data=st.data(),
+       dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 2**16))
+def test_add_taps_adds_each_shifted_run_in_order(run, taps, data, dtype, seed):
+    """The same bits as the loops (the same sums in the same order), nothing written outside
+    [at, at + width); widths up to run + taps − 1 (a whole row of the input's gradient) take
+    one, two or three vectors."""
+    from minicnn.kernels import runs_numba
+    width = data.draw(st.integers(0, run + taps - 1))
+    at, start = data.draw(st.integers(0, 4)), data.draw(st.integers(0, 4))
+    tap_step = run + data.draw(st.integers(0, 3))
+    rng = np.random.default_rng(seed)
+    source = rng.standard_normal(start + taps * tap_step).astype(dtype)
+    target = rng.standard_normal(at + width + data.draw(st.integers(0, 3))).astype(dtype)
+    expected = target.copy()
+    add_taps_loops(expected, at, width, source, start, run, taps, tap_step)
+    runs_numba.add_taps(target, at, width, source, start, run, taps, tap_step)
+    np.testing.assert_array_equal(target, expected)
+
+
 @pytest.mark.parametrize("name", ["direct", "gemm", "winograd"])
 @pytest.mark.parametrize("module", ["loops", "fast", "numba"])
 def test_need_dx_false_skips_only_dx(algorithm, name, module):

@@ -58,6 +58,7 @@ from .jit import FMA as _FMA
 from .jit import SUM as _SUM
 from .jit import COMPILED_DTYPES, Fallback, helper, kernel
 from .pool_numba import spread_2x2, sum_2x2_plane
+from .runs_numba import add_taps, copy_run
 
 _CHUNK_BYTES = 2 << 20      # NumPy path: im2col of a few images at a time (the L2 cache's size)
 _GROUP = 4                  # images whose weight gradients one thread adds up before the next
@@ -222,7 +223,9 @@ def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H
     column i·W_out + j: that is x_ph[n, c, t, i·stride_h + p·dil_h, j + s] with t, s the
     remainder and quotient of q·dil_w by stride_w, contiguous in j. (Not split, S = 1: the
     columns j·stride_w + q·dil_w of x_ph[n, c, 0].) Both arrays are indexed flat: a view of
-    each row would cost more than copying the 4 to 32 values of a small one.
+    each row would cost more than copying the 4 to 32 values of a small one. A contiguous row
+    is copied ``LANES`` values per vector instruction (``runs_numba.copy_run``): a loop of
+    W_out = 10 values, LeNet-5's second layer, is too short to be vectorised by the compiler.
     """
     C, S, W_ph = x_ph.shape[1], x_ph.shape[2], x_ph.shape[4]
     source, target = x_ph.reshape(x_ph.size), block.reshape(block.size)
@@ -234,10 +237,13 @@ def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H
             for q in range(KW):
                 start = _window_start(x_ph, n, c, p, q, stride_w, dil_h, dil_w)
                 row = (u((c * KH + p) * KW + q) * group + u(b)) * HW
+                if step == 1 and row_step == u_W_out:     # the rows follow on: one run
+                    copy_run(target, row, source, start, HW)
+                    continue
                 for i in range(u(H_out)):
-                    if step == 1:       # contiguous: its own loop, which vectorises
-                        for j in range(u_W_out):
-                            target[row + i * u_W_out + j] = source[start + i * row_step + j]
+                    if step == 1:       # contiguous: whole vector instructions
+                        copy_run(target, row + i * u_W_out, source, start + i * row_step,
+                                 u_W_out)
                     else:
                         for j in range(u_W_out):
                             target[row + i * u_W_out + j] = source[start + i * row_step
@@ -254,6 +260,18 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
     u = np.uint64
     u_W_out, group, HW = u(W_out), u(block.shape[1]), u(H_out * W_out)
     row_step, step = u(stride_h) * u(W_ph), u(stride_w // S)
+    if stride_w == 1 and dil_w == 1:
+        # the KW taps of a window row land on one row of dx, shifted by q: summed in a
+        # register and written once per row (``runs_numba.add_taps``), in the order q = 0, 1,
+        # ... as below; a vector add per tap would read back what the last one just wrote
+        for c in range(C):
+            for p in range(KH):
+                start = _window_start(dx_ph, n, c, p, 0, stride_w, dil_h, dil_w)
+                row = (u((c * KH + p) * KW) * group + u(b)) * HW
+                for i in range(u(H_out)):
+                    add_taps(target, start + i * row_step, u_W_out + u(KW - 1), source,
+                             row + i * u_W_out, u_W_out, KW, group * HW)
+        return
     for c in range(C):
         for p in range(KH):
             for q in range(KW):
