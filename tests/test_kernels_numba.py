@@ -314,25 +314,25 @@ def test_gemm_takes_several_small_images_per_product():
     assert conv_numba._images_per_product(64, 4) * 4 <= 64
 
 
-# im2col's and col2im's short runs, whole vector instructions at a time (runs_numba)
+# im2col's and col2im's short runs, whole vector instructions at a time (lanes_numba)
 @given(n=st.integers(0, 50), at=st.integers(0, 5), start=st.integers(0, 5),
        tail=st.integers(0, 3), dtype=st.sampled_from([np.float64, np.float32]),
        seed=st.integers(0, 2**16))
 def test_copy_run_copies_the_run_and_nothing_else(n, at, start, tail, dtype, seed):
     """Runs shorter and longer than a vector (LANES values), ending inside the arrays or at
     their very end (tail 0): the lanes past the run are masked off, neither read nor written."""
-    from minicnn.kernels import runs_numba
+    from minicnn.kernels import lanes_numba
     rng = np.random.default_rng(seed)
     source = rng.standard_normal(start + n + tail).astype(dtype)
     target = np.full(at + n + tail, -7.0, dtype)
     expected = target.copy()
     expected[at:at + n] = source[start:start + n]
-    runs_numba.copy_run(target, np.uint64(at), source, np.uint64(start), np.uint64(n))
+    lanes_numba.copy_run(target, np.uint64(at), source, np.uint64(start), np.uint64(n))
     np.testing.assert_array_equal(target, expected)
 
 
 def add_taps_loops(target, at, width, source, start, run, taps, tap_step):
-    """runs_numba.add_taps as the scalar loops of col2im add it: tap after tap per position."""
+    """lanes_numba.add_taps as the scalar loops of col2im add it: tap after tap per position."""
     for t in range(width):
         for q in range(taps):
             if 0 <= t - q < run:
@@ -345,7 +345,7 @@ def test_add_taps_adds_each_shifted_run_in_order(run, taps, data, dtype, seed):
     """The same bits as the loops (the same sums in the same order), nothing written outside
     [at, at + width); widths up to run + taps − 1 (a whole row of the input's gradient) take
     one, two or three vectors."""
-    from minicnn.kernels import runs_numba
+    from minicnn.kernels import lanes_numba
     width = data.draw(st.integers(0, run + taps - 1))
     at, start = data.draw(st.integers(0, 4)), data.draw(st.integers(0, 4))
     tap_step = run + data.draw(st.integers(0, 3))
@@ -354,8 +354,38 @@ def test_add_taps_adds_each_shifted_run_in_order(run, taps, data, dtype, seed):
     target = rng.standard_normal(at + width + data.draw(st.integers(0, 3))).astype(dtype)
     expected = target.copy()
     add_taps_loops(expected, at, width, source, start, run, taps, tap_step)
-    runs_numba.add_taps(target, at, width, source, start, run, taps, tap_step)
+    lanes_numba.add_taps(target, at, width, source, start, run, taps, tap_step)
     np.testing.assert_array_equal(target, expected)
+
+
+@given(length=st.integers(1, 70), taps=st.integers(1, 30), data=st.data(),
+       dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 2**16))
+def test_taps_block_sums_each_channels_taps(length, taps, data, dtype, seed):
+    """The direct convolution's register block: each of ``channels`` rows is its bias plus its
+    taps' weights times the runs of the image, against float64; the rows past ``channels``
+    are not written. Bound: T + 1 terms summed one after the other, each step one rounding of
+    the sum and at most one of the product (none where it is fused), so |computed − exact| <=
+    γ_(T+1) · (|b| + Σ_t |w_t|·|x_t|), γ_k = k·u / (1 − k·u) (Higham, §3.1)."""
+    from minicnn.kernels import lanes_numba
+    channels = data.draw(st.integers(1, lanes_numba.CHANNELS))
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal(length + 40).astype(dtype)
+    offsets = rng.integers(0, 41, taps).astype(np.uint64)
+    weights = np.zeros((taps, lanes_numba.CHANNELS), dtype)
+    weights[:, :channels] = rng.standard_normal((taps, channels))
+    bias = np.zeros(lanes_numba.CHANNELS, dtype)
+    bias[:channels] = rng.standard_normal(channels)
+    rows = np.full((lanes_numba.CHANNELS, length), 7.0, dtype)
+    lanes_numba.taps_block(rows.reshape(-1), length, image, offsets, weights.reshape(-1), bias,
+                           channels)
+    runs = np.stack([image[int(t):int(t) + length] for t in offsets]).astype(np.float64)
+    w64 = weights.astype(np.float64)
+    exact = bias[:channels, None].astype(np.float64) + w64[:, :channels].T @ runs
+    size = np.abs(bias[:channels, None]).astype(np.float64) + np.abs(w64[:, :channels]).T @ np.abs(runs)
+    u = np.finfo(dtype).eps / 2
+    gamma = (taps + 1) * u / (1 - (taps + 1) * u)
+    assert np.all(np.abs(rows[:channels] - exact) <= gamma * size)
+    np.testing.assert_array_equal(rows[channels:], 7.0)
 
 
 @pytest.mark.parametrize("name", ["direct", "gemm", "winograd"])

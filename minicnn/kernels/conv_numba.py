@@ -22,12 +22,13 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   row of a window is a contiguous copy.
 * "direct" (``conv_direct``): the loops of the formula, compiled, any stride; one image per
   thread. Each tap of the kernel is one contiguous multiply-add over the image split into its
-  stride's phases, four taps and two output channels per pass. The default for at most 8
-  output channels and a kernel larger than 1×1 (LeNet-5's first layer, resnet_small's first
-  and its 8-channel 3×3 layers), where im2col would copy each input KH·KW times to feed a
-  product of a few rows; slower than "gemm" on the other zoo layers (BLAS keeps its sums in
-  registers, these loops go through memory). Lesson 13 times it, and ``force("direct")``
-  selects it.
+  stride's phases; the forward pass keeps 16 positions × 8 output channels of sums in vector
+  registers (``lanes_numba.taps_block``), the backward pass four taps and two output channels
+  per pass. The default for at most 8 output channels and a kernel larger than 1×1 (LeNet-5's
+  first layer, resnet_small's first and its 8-channel 3×3 layers), where im2col would copy
+  each input KH·KW times to feed a product of a few rows; slower than "gemm" on the other zoo
+  layers (their backward passes most: these loops keep the input's gradient in memory).
+  Lesson 13 times it, and ``force("direct")`` selects it.
 
 The gemm path adds a row of ones to the im2col matrix and the bias as a column of the weight
 matrix: ``[W | b] @ [cols; 1]`` adds the bias inside the product, and the gradient of that
@@ -58,7 +59,7 @@ from .jit import FMA as _FMA
 from .jit import SUM as _SUM
 from .jit import COMPILED_DTYPES, Fallback, helper, kernel
 from .pool_numba import spread_2x2, sum_2x2_plane
-from .runs_numba import add_taps, copy_run
+from .lanes_numba import add_taps, copy_run
 
 _CHUNK_BYTES = 2 << 20      # NumPy path: im2col of a few images at a time (the L2 cache's size)
 _GROUP = 4                  # images whose weight gradients one thread adds up before the next
@@ -85,7 +86,10 @@ _WINOGRAD_POSITIONS = 256
 # time: resnet_small's 7×7 stride-2 first layer (3 -> 8 channels) 0.47 and 0.59, its 8 -> 8
 # 3×3 layers 0.94 and 0.78, LeNet-5's first layer (1 -> 6, 5×5) 0.73 and 1.0; but a 1×1 layer
 # (a plain product, nothing to copy) 1.4 and 1.2, and 16 output channels (LeNet-5's second
-# layer) 2.3 and 1.4.
+# layer) 2.3 and 1.4 (an AMD EPYC, before the register blocks of ``lanes_numba``). Again on an
+# Intel Xeon with them, forward of 500 images and forward + backward of 64, as a share of
+# gemm's time: the 7×7 first layer 0.34 and 0.53, the 8 -> 8 3×3 layers 0.72 and 0.91, LeNet-5's
+# first 0.85 and 1.1; 1×1 layers 1.2 to 2.1, LeNet-5's second 1.1 and 1.6.
 _DIRECT_CHANNELS = 8
 
 
@@ -224,7 +228,7 @@ def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H
     remainder and quotient of q·dil_w by stride_w, contiguous in j. (Not split, S = 1: the
     columns j·stride_w + q·dil_w of x_ph[n, c, 0].) Both arrays are indexed flat: a view of
     each row would cost more than copying the 4 to 32 values of a small one. A contiguous row
-    is copied ``LANES`` values per vector instruction (``runs_numba.copy_run``): a loop of
+    is copied ``LANES`` values per vector instruction (``lanes_numba.copy_run``): a loop of
     W_out = 10 values, LeNet-5's second layer, is too short to be vectorised by the compiler.
     """
     C, S, W_ph = x_ph.shape[1], x_ph.shape[2], x_ph.shape[4]
@@ -262,7 +266,7 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
     row_step, step = u(stride_h) * u(W_ph), u(stride_w // S)
     if stride_w == 1 and dil_w == 1:
         # the KW taps of a window row land on one row of dx, shifted by q: summed in a
-        # register and written once per row (``runs_numba.add_taps``), in the order q = 0, 1,
+        # register and written once per row (``lanes_numba.add_taps``), in the order q = 0, 1,
         # ... as below; a vector add per tap would read back what the last one just wrote
         for c in range(C):
             for p in range(KH):

@@ -1,4 +1,7 @@
-"""Short contiguous runs copied or added in whole vector instructions, for im2col and col2im.
+"""Whole vector instructions where the compiler leaves a loop scalar, or its sums in memory.
+
+Three helpers, written in LLVM's vector instructions (Numba ``intrinsic``s): ``copy_run`` and
+``add_taps`` for im2col and col2im, ``taps_block`` for the direct convolution's sums.
 
 im2col copies each row of a window, one output row long, into its matrix: LeNet-5's second
 layer copies 1500 runs of 10 values per image. A loop of 10 is too short for the compiler's
@@ -16,8 +19,15 @@ the KW taps of a window row overlap, shifted by one, and each vector load waits 
 of the run before it. ``add_taps`` adds the KW shifted runs of one row in a register and
 writes the row once: 107 µs.
 
+The direct convolution's loops kept each output's sum in memory, a load and a store per four
+multiply-adds. ``taps_block`` keeps 16 positions × 8 output channels of sums in 8 vector
+registers while it goes through the taps: one vector load of a tap's run feeds 8 fused
+multiply-adds (``conv_direct``).
+
 The values are the same bits as the loops': a copy is a copy, and ``add_taps`` adds each
-position's terms in the loops' order. Offsets are unsigned or signed integers, and nothing is
+position's terms in the loops' order. ``taps_block`` adds the taps one after the other onto
+the bias, each a fused multiply-add where the machine has one (``llvm.fmuladd``, as the
+kernels' ``FMA`` lets the compiler do). Offsets are unsigned or signed integers, and nothing is
 checked: as for every index inside the kernels, the caller keeps the runs inside the arrays.
 """
 import numpy as np
@@ -68,9 +78,9 @@ def _check(target, source, *integers):
     if not (isinstance(target, types.Array) and isinstance(source, types.Array)
             and target.ndim == source.ndim == 1 and target.dtype == source.dtype
             and target.dtype in (types.float32, types.float64)):
-        raise TypeError("runs_numba: two 1-D float32 or float64 arrays of one dtype")
+        raise TypeError("lanes_numba: two 1-D float32 or float64 arrays of one dtype")
     if any(integer != types.uint64 for integer in integers):
-        raise TypeError("runs_numba: the offsets and counts are uint64")
+        raise TypeError("lanes_numba: the offsets and counts are uint64")
 
 
 @intrinsic
@@ -148,3 +158,85 @@ def add_taps(target, at, width, source, start, run, taps, tap_step):
     for t0 in range(u(0), width, lanes):
         _add_taps_lanes(target, at + t0, min(lanes, width - t0), source, start, t0, run, taps,
                         tap_step)
+
+
+#: output channels whose sums ``taps_block`` keeps in registers at once: 8 vectors of LANES
+#: sums, each tap's input vector loaded once for the 8 (the fused multiply-adds of 8
+#: independent sums also hide each other's latency)
+CHANNELS = 8
+
+
+@intrinsic
+def _taps_block(typingctx, rows, length, image, offsets, weights, bias, k0, count, channels):
+    """rows[o·length + k0 + l] := bias[o] + Σ_t weights[t·CHANNELS + o] · image[offsets[t] +
+    k0 + l] for lanes l < count and channels o < ``channels``, t = 0, 1, ... in order, each
+    step one fused multiply-add where the machine has it (llvm.fmuladd)."""
+    _check(rows, image, length, k0, count, channels)
+    _check(weights, bias)
+    if not (isinstance(offsets, types.Array) and offsets.dtype == types.uint64
+            and offsets.ndim == 1):
+        raise TypeError("lanes_numba: the offsets are a 1-D uint64 array")
+
+    def codegen(context, builder, signature, args):
+        rows, length, image, offsets, weights, bias, k0, count, channels = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3),
+            f"llvm.fmuladd.v{LANES}{'f32' if vector.element == ir.FloatType() else 'f64'}")
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        array = context.make_array
+        weights_data = array(kinds[4])(context, builder, weights).data
+        bias_data = array(kinds[5])(context, builder, bias).data
+        offsets_array = array(kinds[3])(context, builder, offsets)
+        taps = builder.extract_value(offsets_array.shape, 0)
+
+        def broadcast(pointer):
+            value = builder.load(pointer)
+            one = builder.insert_element(ir.Constant(vector, ir.Undefined), value,
+                                         ir.Constant(_I32, 0))
+            return builder.shuffle_vector(one, one,
+                                          ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+        sums = []
+        for o in range(CHANNELS):                           # registers, once LLVM is done
+            sums.append(cgutils.alloca_once(builder, vector))
+            builder.store(broadcast(builder.gep(bias_data, [ir.Constant(_I64, o)])), sums[o])
+        with cgutils.for_range(builder, taps) as loop:
+            t = loop.index
+            offset = builder.load(builder.gep(offsets_array.data, [t]))
+            values = builder.call(load, [
+                _pointer(context, builder, kinds[2], image, builder.add(offset, k0), vector),
+                align, on, ir.Constant(vector, [0.0] * LANES)])
+            base = builder.mul(t, ir.Constant(_I64, CHANNELS))
+            for o in range(CHANNELS):
+                weight = broadcast(builder.gep(weights_data,
+                                               [builder.add(base, ir.Constant(_I64, o))]))
+                builder.store(builder.call(fmuladd, [weight, values, builder.load(sums[o])]),
+                              sums[o])
+        for o in range(CHANNELS):
+            wanted = builder.icmp_unsigned("<", ir.Constant(_I64, o), channels)
+            with builder.if_then(wanted):
+                at = builder.add(builder.mul(ir.Constant(_I64, o), length), k0)
+                builder.call(store, [builder.load(sums[o]),
+                                     _pointer(context, builder, kinds[0], rows, at, vector),
+                                     align, on])
+    sig = types.void(rows, length, image, offsets, weights, bias, k0, count, channels)
+    return sig, codegen
+
+
+@helper()
+def taps_block(rows, length, image, offsets, weights, bias, channels):
+    """rows[o·length + k] := bias[o] + Σ_t weights[t·CHANNELS + o] · image[offsets[t] + k]
+    for k < length and o < channels (at most CHANNELS): the direct convolution's sums of
+    ``channels`` output channels over the grid of one image (``conv_direct``), LANES positions
+    times CHANNELS channels at a time in registers, the taps t in order. weights (T·CHANNELS,)
+    holds tap t's weights of the CHANNELS channels side by side (zeros past ``channels``),
+    bias (CHANNELS,) likewise."""
+    u = np.uint64
+    length, channels, lanes = u(length), u(channels), u(LANES)
+    for k0 in range(u(0), length, lanes):
+        _taps_block(rows, length, image, offsets, weights, bias, k0, min(lanes, length - k0),
+                    channels)
+
