@@ -331,6 +331,27 @@ def test_copy_run_copies_the_run_and_nothing_else(n, at, start, tail, dtype, see
     np.testing.assert_array_equal(target, expected)
 
 
+@given(config=conv_configs(), dtype=st.sampled_from([np.float64, np.float32]),
+       images=st.integers(1, 9), seed=st.integers(0, 2**16))
+@settings(max_examples=40)
+def test_gemm_gives_the_same_bits_with_or_without_vector_runs(config, dtype, images, seed):
+    """im2col and col2im in whole vector instructions (machines with AVX-512) or in loops (the
+    others): every output and gradient the same bits, several images per product included."""
+    cfg, shape = config
+    assume(window_fits(cfg, shape))
+    args = conv_arguments(cfg, (images,) + shape[1:], dtype, seed)
+    results, machine = [], conv_numba.VECTOR_RUNS
+    try:
+        with conv_numba.forcing("gemm"):
+            for vector_runs in (False, True):
+                conv_numba.VECTOR_RUNS = vector_runs
+                results.append(conv_outputs(conv_numba, *args, dout_seed=seed + 2))
+    finally:
+        conv_numba.VECTOR_RUNS = machine
+    for name, plain, vector in zip(NAMES, *results):
+        np.testing.assert_array_equal(vector, plain, err_msg=f"{name}: {cfg} on {shape}")
+
+
 def add_taps_loops(target, at, width, source, start, run, taps, tap_step):
     """lanes_numba.add_taps as the scalar loops of col2im add it: tap after tap per position."""
     for t in range(width):

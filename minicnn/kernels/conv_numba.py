@@ -50,7 +50,7 @@ from numba import prange
 
 from ..core.shapes import window_output_size
 from . import (blas, conv_direct, conv_fast, conv_pool, conv_winograd, elementwise_numba,
-               pool_numba, workspace)
+               lanes_numba, pool_numba, workspace)
 from .elementwise_numba import clip_at_zero
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
@@ -70,6 +70,9 @@ _PRODUCT_GROUPS = 4        # 128 to 1024 within 3 %), and at least this many pro
 # 1.07 times slower per training step with 3 images per product than with one
 _PRODUCT_POSITIONS = 64
 _forced = None
+#: im2col and col2im in whole vector instructions (``lanes_numba``) where the machine code has
+#: fast masked stores (AVX-512); elsewhere the loops, the same bits (tests set it either way)
+VECTOR_RUNS = lanes_numba.MASKED_STORES
 # the divisor of a 2×2 window's sum for ``forward(pool=...)``
 _DIVISORS = {"mean": 4, "sum": 1}
 _WINDOW = ((2, 2), (2, 2), ((0, 0), (0, 0)))
@@ -218,7 +221,8 @@ def _window_start(x_ph, n, c, p, q, stride_w, dil_h, dil_w):
 
 
 @helper()
-def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
+                  vector_runs):
     """block[:K, b] (K, H_out·W_out) := the windows of image n, K = C·KH·KW; x_ph
     (N, C, S, H_pad, W_ph) is the padded input split into its column phases (``_phased``),
     block (rows, group, H_out·W_out) a group's im2col matrices side by side.
@@ -241,13 +245,16 @@ def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H
             for q in range(KW):
                 start = _window_start(x_ph, n, c, p, q, stride_w, dil_h, dil_w)
                 row = (u((c * KH + p) * KW + q) * group + u(b)) * HW
-                if step == 1 and row_step == u_W_out:     # the rows follow on: one run
+                if vector_runs and step == 1 and row_step == u_W_out:   # one run: the rows follow on
                     copy_run(target, row, source, start, HW)
                     continue
                 for i in range(u(H_out)):
-                    if step == 1:       # contiguous: whole vector instructions
+                    if vector_runs and step == 1:      # contiguous: whole vector instructions
                         copy_run(target, row + i * u_W_out, source, start + i * row_step,
                                  u_W_out)
+                    elif step == 1:     # contiguous: its own loop, which the compiler vectorises
+                        for j in range(u_W_out):
+                            target[row + i * u_W_out + j] = source[start + i * row_step + j]
                     else:
                         for j in range(u_W_out):
                             target[row + i * u_W_out + j] = source[start + i * row_step
@@ -255,7 +262,8 @@ def _im2col_image(x_ph, n, block, b, KH, KW, stride_h, stride_w, dil_h, dil_w, H
 
 
 @helper()
-def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
+                  vector_runs):
     """The adjoint of im2col: dx_ph[n] := Σ over the windows of block[:, b] (K, H_out·W_out),
     each window's values added back where im2col read them (overlapping windows add up)."""
     C, S, W_ph = dx_ph.shape[1], dx_ph.shape[2], dx_ph.shape[4]
@@ -264,7 +272,7 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
     u = np.uint64
     u_W_out, group, HW = u(W_out), u(block.shape[1]), u(H_out * W_out)
     row_step, step = u(stride_h) * u(W_ph), u(stride_w // S)
-    if stride_w == 1 and dil_w == 1:
+    if vector_runs and stride_w == 1 and dil_w == 1:
         # the KW taps of a window row land on one row of dx, shifted by q: summed in a
         # register and written once per row (``lanes_numba.add_taps``), in the order q = 0, 1,
         # ... as below; a vector add per tap would read back what the last one just wrote
@@ -293,7 +301,7 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
 
 @kernel(parallel=True)
 def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                  W_out, relu, pooled, divisor, gemm, set_threads):
+                  W_out, vector_runs, relu, pooled, divisor, gemm, set_threads):
     """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), then
     max(·, 0) with ``relu``. cols (threads, rows, B, H_out·W_out) is each thread's im2col
     matrix for B images side by side (its ones row set), one product for the B images; with
@@ -310,7 +318,7 @@ def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, 
         nb = min(B, N - n0)
         for b in range(nb):
             _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
-                          H_out, W_out)
+                          H_out, W_out, vector_runs)
         if B == 1:
             target = out[n0].ctypes.data
         else:
@@ -332,8 +340,8 @@ def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, 
 
 @kernel(parallel=True)
 def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_ph, cols, dcols,
-                   douts, group, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out, gemm,
-                   set_threads):
+                   douts, group, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
+                   vector_runs, gemm, set_threads):
     """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, H_out·W_out) @
     dout[n]ᵀ, the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to
     1.7 times on LeNet-5's and mnist_cnn's second layers); dx_ph[n] = col2im(Wᵀ @ dout[n]) when
@@ -360,7 +368,7 @@ def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_p
             nb = min(B, N - n0)
             for b in range(nb):
                 _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
-                              H_out, W_out)
+                              H_out, W_out, vector_runs)
                 if spreading:
                     for o in range(O):
                         spread_2x2(dpool[n0 + b, o], divisor, zero, clip[n0 + b, o], clipping,
@@ -381,7 +389,7 @@ def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_p
                       d, B * HW, zero, dbuf.ctypes.data, B * HW)
                 for b in range(nb):
                     _col2im_image(dbuf, b, dx_ph, n0 + b, KH, KW, stride_h, stride_w, dil_h,
-                                  dil_w, H_out, W_out)
+                                  dil_w, H_out, W_out, vector_runs)
         _set_threads(set_threads, before)
 
 
@@ -416,21 +424,23 @@ def _weight_gradient(partial, K, dw, db):
 
 
 @kernel(parallel=True)
-def _im2col(x_ph, n0, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+def _im2col(x_ph, n0, cols, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
+            vector_runs):
     """cols[b, :K] (K, 1, H_out·W_out) := im2col of image n0 + b, for every b (without BLAS in
     Numba)."""
     for b in prange(cols.shape[0]):
         _im2col_image(x_ph, n0 + b, cols[b], 0, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                      W_out)
+                      W_out, vector_runs)
 
 
 @kernel(parallel=True)
-def _col2im(dcols, n0, dx_ph, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out):
+def _col2im(dcols, n0, dx_ph, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out,
+            vector_runs):
     """dx_ph[n0 + b] := col2im of dcols[b] (K, 1, H_out·W_out), for every b (without BLAS in
     Numba)."""
     for b in prange(dcols.shape[0]):
         _col2im_image(dcols[b], 0, dx_ph, n0 + b, KH, KW, stride_h, stride_w, dil_h, dil_w,
-                      H_out, W_out)
+                      H_out, W_out, vector_runs)
 
 
 def _with_bias(w, b):
@@ -535,7 +545,7 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
         cols = _buffers(threads, wb.shape[1], HW, w.dtype, b is not None, B)
         outs = workspace.empty((threads if B > 1 else 0, O, B, HW), w.dtype)
         with blas.one_thread_per_product():
-            _gemm_forward(x_ph, wb, flat, cols, outs, *geometry, relu,
+            _gemm_forward(x_ph, wb, flat, cols, outs, *geometry, VECTOR_RUNS, relu,
                           _NO_IMAGES[w.dtype] if pooled is None else pooled,
                           w.dtype.type(divisor), blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
     else:
@@ -543,7 +553,7 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
         cols = _buffers(min(B, N), wb.shape[1], HW, w.dtype, b is not None)
         for n0 in range(0, N, B):
             nb = min(B, N - n0)
-            _im2col(x_ph, n0, cols[:nb], *geometry)
+            _im2col(x_ph, n0, cols[:nb], *geometry, VECTOR_RUNS)
             np.matmul(wb, cols[:nb, :, 0], out=flat[n0:n0 + nb])   # one product per image, in C
             if relu:
                 np.maximum(flat[n0:n0 + nb], flat.dtype.type(0), out=flat[n0:n0 + nb])
@@ -626,7 +636,7 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
         with blas.one_thread_per_product():
             _gemm_backward(x_ph, w, flat, dpool, w.dtype.type(divisor),
                            dpool if out is None else out, out is not None, partial, dx_ph, cols,
-                           dcols, douts, group, *geometry, blas.GEMM[w.dtype],
+                           dcols, douts, group, *geometry, VECTOR_RUNS, blas.GEMM[w.dtype],
                            blas.SET_THREADS_LOCAL)
         dw = np.empty((O, C, KH, KW), dtype=w.dtype)
         db = np.empty(O if has_bias else 0, dtype=w.dtype)
@@ -640,11 +650,11 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
         dwb = np.zeros((O, rows), dtype=w.dtype)
         for n0 in range(0, N, B):
             nb = min(B, N - n0)
-            _im2col(x_ph, n0, cols[:nb], *geometry)
+            _im2col(x_ph, n0, cols[:nb], *geometry, VECTOR_RUNS)
             dwb += np.matmul(flat[n0:n0 + nb], cols[:nb, :, 0].transpose(0, 2, 1)).sum(axis=0)
             if need_dx:
                 dcols = np.matmul(w_t, flat[n0:n0 + nb])[:, :, None]
-                _col2im(dcols, n0, dx_ph, *geometry)
+                _col2im(dcols, n0, dx_ph, *geometry, VECTOR_RUNS)
         dw = np.ascontiguousarray(dwb[:, :K]).reshape((O, C, KH, KW))
         db = np.ascontiguousarray(dwb[:, K]) if has_bias else None
     dx_pad = _unphased(dx_ph, W_pad) if need_dx else None

@@ -40,6 +40,23 @@ from .jit import helper
 
 LANES = 16      # one AVX-512 register of float32, two of float64
 
+
+def _fast_masked_stores():
+    """Whether Numba makes machine code for AVX-512 (``avx512f``), where a masked store is one
+    instruction. With AVX2 only, LLVM makes it of ``vmaskmov`` stores, microcoded and slow on
+    AMD's Zen 2 and 3; without AVX2, of one store per value. Code made for another machine
+    (``NUMBA_CPU_NAME``): assumed not."""
+    from numba.core import config
+    if config.CPU_NAME:
+        return False
+    import llvmlite.binding
+    return bool(llvmlite.binding.get_host_cpu_features().get("avx512f", False))
+
+
+#: whether masked stores are fast here: the kernels then use ``copy_run`` and ``add_taps``,
+#: else their plain loops (the same bits); ``taps_block`` stores a whole vector where it can
+MASKED_STORES = _fast_masked_stores()
+
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 _LANE_NUMBERS = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
 
@@ -186,6 +203,7 @@ def _taps_block(typingctx, rows, length, image, offsets, weights, bias, k0, coun
             builder.module, ir.FunctionType(vector, [vector] * 3),
             f"llvm.fmuladd.v{LANES}{'f32' if vector.element == ir.FloatType() else 'f64'}")
         on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        whole = builder.icmp_unsigned("==", count, ir.Constant(_I64, LANES))
         array = context.make_array
         weights_data = array(kinds[4])(context, builder, weights).data
         bias_data = array(kinds[5])(context, builder, bias).data
@@ -219,9 +237,12 @@ def _taps_block(typingctx, rows, length, image, offsets, weights, bias, k0, coun
             wanted = builder.icmp_unsigned("<", ir.Constant(_I64, o), channels)
             with builder.if_then(wanted):
                 at = builder.add(builder.mul(ir.Constant(_I64, o), length), k0)
-                builder.call(store, [builder.load(sums[o]),
-                                     _pointer(context, builder, kinds[0], rows, at, vector),
-                                     align, on])
+                to = _pointer(context, builder, kinds[0], rows, at, vector)
+                with builder.if_else(whole) as (plain, masked):
+                    with plain:             # every block but a row's last: no mask needed
+                        builder.store(builder.load(sums[o]), to, align=align.constant)
+                    with masked:
+                        builder.call(store, [builder.load(sums[o]), to, align, on])
     sig = types.void(rows, length, image, offsets, weights, bias, k0, count, channels)
     return sig, codegen
 
