@@ -47,9 +47,8 @@ from . import blas, workspace
 from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
-from .elementwise_numba import clip_at_zero
 from .jit import helper, kernel
-from .pool_numba import max_2x2_plane
+from .winograd_lanes import output_plane, pooled_plane
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
@@ -117,62 +116,30 @@ def _transform_image(x, n, pad_top, pad_left, images, thread, v, rows):
     _transform_input(images, thread, v, rows)
 
 
-@helper(inline="always")
-def _output_row(sums, bias, out, n, o, i, W_out):
-    """out[n, o, i] (W_out,) := A applied along the row of every tile: sums (4, tiles across)
-    holds the row's four columns per tile (from Aᵀ M); then + bias."""
-    one, two = np.uint64(1), np.uint64(2)
-    pairs = np.uint64(W_out // 2)
-    for tj in range(pairs):
-        out[n, o, i, two * tj] = (sums[0, tj] + sums[1, tj] + sums[2, tj]) + bias
-        out[n, o, i, two * tj + one] = (sums[1, tj] - sums[2, tj] - sums[3, tj]) + bias
-    if W_out % 2:
-        out[n, o, i, two * pairs] = (sums[0, pairs] + sums[1, pairs] + sums[2, pairs]) + bias
-
-
-@helper()
-def _transform_output(m, b, out, n, scratch):
-    """out[n] (O, H_out, W_out) := Aᵀ M A + b of every tile, M = m (O, 16, tiles); the outputs
-    past H_out or W_out dropped. scratch (≥ 8, tiles across): Aᵀ down the columns of a row of
-    tiles first, then A along the two output rows, each a contiguous loop."""
-    O, H_out, W_out = out.shape[1], out.shape[2], out.shape[3]
-    one, two, four = np.uint64(1), np.uint64(2), np.uint64(4)
-    TH, TW = np.uint64((H_out + 1) // 2), np.uint64((W_out + 1) // 2)
-    top, bottom = scratch[:4], scratch[4:8]
-    for o in range(np.uint64(O)):
-        for ti in range(TH):
-            first = ti * TW
-            for k in range(four):     # Aᵀ's rows [1 1 1 0] and [0 1 −1 −1] down column k
-                for tj in range(TW):
-                    t = first + tj
-                    top[k, tj] = m[o, k, t] + m[o, four + k, t] + m[o, 8 + k, t]
-                    bottom[k, tj] = m[o, four + k, t] - m[o, 8 + k, t] - m[o, 12 + k, t]
-            _output_row(top, b[o], out, n, o, two * ti, W_out)
-            if two * ti + one < np.uint64(H_out):
-                _output_row(bottom, b[o], out, n, o, two * ti + one, W_out)
-
-
 @kernel(parallel=True)
-def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, relu, pool, winner,
-               gemm, set_threads):
+def _correlate(x, pad_top, pad_left, U, b, out, H_out, W_out, images, V, M, scratch, relu,
+               pool, winner, gemm, set_threads):
     """out (N, O, H_out, W_out) := the 3×3 correlation of x (N, C, H, W), padded with zeros
     (pad_top rows above, pad_left columns before, and below and after as many as the tiles
     need), with U (16, O, C) the transformed weights; + b (O,); then max(·, 0) with ``relu``.
     With ``pool``, out (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋) := the maxima of its 2×2, stride-2
-    windows, taken in full[thread] (O, H_out, W_out) while the image's output is in the cache,
-    and winner (the shape of out, or (N, O, 0, 0) for none) := each maximum's flat position
-    h·W_out + w in its plane, as pool_numba's cache.
+    windows, each an output tile's four values (``winograd_lanes``: the full output is never
+    written), and winner (the shape of out, or (N, O, 0, 0) for none) := each maximum's flat
+    position h·W_out + w in its plane, as pool_numba's cache.
 
     Each thread's buffers: images (threads, C, 2·TH + 2, 2·TW + 2), zeros, the padded image
     (or no threads at all: x is already that, read in place); V (threads, C, 16, tiles) and
-    M (threads, O, 16, tiles), a tile's 16 values close together; full (threads, O, H_out,
-    W_out) (none without ``pool``); scratch (threads, 8, ≥ 2·TW + 2).
+    M (threads, O, 16, tiles), a tile's 16 values close together; scratch (threads, 8,
+    ≥ 2·TW + 2).
     """
     N, O = x.shape[0], out.shape[1]
     T = V.shape[3]
     C = x.shape[1]
+    TH, TW = (H_out + 1) // 2, (W_out + 1) // 2
     one, zero = out.dtype.type(1), out.dtype.type(0)
     keep = winner.size > 0
+    plane = out.shape[2] * out.shape[3]
+    flat_out, flat_winner = out.reshape(out.size), winner.reshape(winner.size)
     for n in prange(N):
         thread = numba.get_thread_id()
         v, m, rows = V[thread], M[thread], scratch[thread]
@@ -182,14 +149,15 @@ def _correlate(x, pad_top, pad_left, U, b, out, images, V, M, full, scratch, rel
             _gemm(gemm, NO_TRANS, NO_TRANS, O, T, C, one, U[xi].ctypes.data, C,
                   v[0, xi].ctypes.data, 16 * T, zero, m[0, xi].ctypes.data, 16 * T)
         _set_threads(set_threads, before)
-        # the whole output of image n, in out, or in full when it is pooled into out
-        target, at = (full, np.int64(thread)) if pool else (out, np.int64(n))
-        _transform_output(m, b, target, at, rows)
-        if relu:
-            clip_at_zero(target[at].reshape(target[at].size))
-        if pool:
-            for o in range(O):
-                max_2x2_plane(full[thread, o], out[n, o], winner[n, o], keep)
+        flat_m = m.reshape(m.size)
+        for o in range(O):
+            at = (n * O + o) * plane
+            if pool:
+                pooled_plane(flat_m, o * 16 * T, T, b[o], relu, flat_out, at, flat_winner, keep,
+                             TW, H_out, W_out)
+            else:
+                output_plane(flat_m, o * 16 * T, T, b[o], relu, flat_out, at, TH, TW, H_out,
+                             W_out)
 
 
 @helper(inline="always")
@@ -395,7 +363,6 @@ def forward(x, w, b, pads, relu=False, pool=False, winners=False):
     # x itself is the padded image when it needs no zeros: no padding, and no odd size
     in_place = pad_top == pad_left == 0 and (H, W) == (2 * TH + 2, 2 * TW + 2)
     images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
-    full = workspace.empty((threads if pool else 0, O, H_out, W_out), dtype)
     out = workspace.empty((N, O) + ((H_out // 2, W_out // 2) if pool else (H_out, W_out)), dtype)
     winner = workspace.empty(out.shape if pool and winners else (N, O, 0, 0), np.int64)
     V = workspace.empty((threads, C, 16, TH * TW), dtype)
@@ -404,6 +371,6 @@ def forward(x, w, b, pads, relu=False, pool=False, winners=False):
     bias = np.zeros(O, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
     with blas.one_thread_per_product():
         _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
-                   transform_weights(w), bias, out, images, V, M, full, scratch, relu, pool,
-                   winner, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+                   transform_weights(w), bias, out, H_out, W_out, images, V, M, scratch, relu,
+                   pool, winner, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     return (out, winner) if pool and winners else out
