@@ -16,7 +16,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from test_conv import conv_configs, window_fits
 from test_pool import kernel_configs, pool_pass
@@ -263,10 +263,16 @@ def layer_and_arguments(cfg, shape, dtype, seed, x):
     return layer, (x, layer.weight.data, bias, layer.stride, pads, layer.dilation)
 
 
+#: rows wider than winograd_lanes.LANES (16) tiles: 35 and 34 tiles, an odd last column
+WIDE = ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 1, "padding": 1,
+         "dilation": 1, "bias": True}, (2, 2, 5, 69))
+
+
 @pytest.mark.parametrize("backend,algorithm", CONV_KERNELS)
 @settings(max_examples=max(10, settings.default.max_examples // 4))
 @given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**16))
+@example(config=WIDE, dtype=np.float32, seed=0)
 def test_relu_in_the_kernel_is_the_relu_of_its_output(backend, algorithm, config, dtype, seed):
     cfg, shape = config
     assume(window_fits(cfg, shape))
@@ -286,6 +292,8 @@ def test_relu_in_the_kernel_is_the_relu_of_its_output(backend, algorithm, config
 @settings(max_examples=max(10, settings.default.max_examples // 4))
 @given(config=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**16), relu=st.booleans())
+@example(config=WIDE, dtype=np.float32, seed=0, relu=True)
+@example(config=WIDE, dtype=np.float64, seed=1, relu=False)
 def test_pool_in_the_kernel_is_the_max_pool_of_its_output(backend, algorithm, config, dtype,
                                                          seed, relu):
     """``pool=True`` is what MaxPool2D(2) computes from the (clipped) output, with the same

@@ -233,6 +233,12 @@ def winograd_configs(draw):
 @example(config=({"in_channels": 32, "out_channels": 16, "kernel_size": 3, "stride": 1,
                   "padding": 0, "dilation": 1, "bias": True}, (2, 32, 9, 8)),
          dtype=np.float32, seed=0)       # mnist_cnn's second layer's channels, an odd size
+@example(config=({"in_channels": 3, "out_channels": 2, "kernel_size": 3, "stride": 1,
+                  "padding": 1, "dilation": 1, "bias": True}, (1, 3, 5, 70)),
+         dtype=np.float64, seed=1)       # rows of 35 tiles: three turns of winograd_lanes
+@example(config=({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 1,
+                  "padding": 0, "dilation": 1, "bias": False}, (2, 2, 4, 37)),
+         dtype=np.float32, seed=2)       # 18 tiles a row, the last one half outside
 def test_winograd_equals_loops(config, dtype, seed):
     cfg, shape = config
     assume(window_fits(cfg, shape))

