@@ -48,7 +48,8 @@ from .blas import NO_TRANS, TRANS
 from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
 from .jit import helper, kernel
-from .winograd_lanes import input_tiles, output_plane, pooled_plane
+from .winograd_lanes import (input_gradient_planes, input_tiles, output_gradient_tiles,
+                             output_plane, pooled_plane)
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
@@ -141,111 +142,9 @@ def _correlate(x, pad_top, pad_left, U, b, out, H_out, W_out, images, V, M, relu
                              W_out)
 
 
-@helper(inline="always")
-def _gradient_band(top, below, rows, dm, o, first, TW, W_out):
-    """dm[o, :, first:first + TW] := A dY Aᵀ of the 2×2 tiles dY = [[a, b], [c, d]] of one row
-    of tiles: a, b from the output gradient's row ``top``, c, d from ``below`` (W_out each).
-    A dY has the rows [a, b], [a + c, b + d], [a − c, b − d], [−c, −d], and each row [p, q]
-    times Aᵀ is [p, p + q, p − q, −q]. Two passes, each a contiguous loop the compiler
-    vectorises: A down the columns into rows (4, ≥ 2·TW), then Aᵀ along them; a missing last
-    column is the column W_out of rows, zeros set by the caller."""
-    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
-    for s in range(np.uint64(W_out)):
-        a, c = top[s], below[s]
-        rows[0, s] = a
-        rows[1, s] = a + c
-        rows[2, s] = a - c
-        rows[3, s] = -c
-    for k in range(np.uint64(4)):
-        for tj in range(TW):
-            p, q = rows[k, two * tj], rows[k, two * tj + one]
-            t = first + tj
-            dm[o, 4 * k, t] = p
-            dm[o, 4 * k + one, t] = p + q
-            dm[o, 4 * k + two, t] = p - q
-            dm[o, 4 * k + three, t] = -q
-
-
-@helper()
-def _transform_output_gradient(dout, n, dm, rows, zeros):
-    """dm (O, 16, tiles) := A dY Aᵀ of every 2×2 tile dY of dout[n] (O, H_out, W_out): the
-    gradient of M, since Y = Aᵀ M A (``_gradient_band``). The outputs past H_out or W_out count
-    as 0 (the forward pass dropped them): a missing last row reads ``zeros`` (≥ W_out), a
-    missing last column is the column W_out of rows, made of zeros the same way."""
-    O, H_out, W_out = dout.shape[1], dout.shape[2], dout.shape[3]
-    one, two = np.uint64(1), np.uint64(2)
-    TH, TW = np.uint64((H_out + 1) // 2), np.uint64((W_out + 1) // 2)
-    zero = dout.dtype.type(0)
-    zeros[:] = zero
-    if W_out % 2:
-        rows[0, W_out], rows[1, W_out] = zero, zero + zero
-        rows[2, W_out], rows[3, W_out] = zero - zero, -zero
-    for o in range(np.uint64(O)):
-        for ti in range(TH):
-            i = two * ti
-            below = dout[n, o, i + one] if i + one < np.uint64(H_out) else zeros
-            _gradient_band(dout[n, o, i], below, rows, dm, o, ti * TW, TW, W_out)
-
-
-@helper()
-def _untransform_input(dv, dx, n, pad_top, pad_left, TH, TW, bands, clip, x):
-    """dx[n] (C, H, W) := the inside (from row pad_top, column pad_left) of the gradient of the
-    padded image, given dv (C, 16, tiles), the gradient of every tile's V = Bᵀ d B: the sum over
-    the tiles of B dV Bᵀ, each at its tile, tiles two apart overlapping by two rows and columns.
-    bands (2, 4, 2·TW + 2) is scratch. The transpose of _transform_input's two passes, each
-    written as a contiguous loop: along the rows, a column 2j takes the first column of tile j
-    and the third of tile j − 1 (2j + 1: the second and the fourth); then down the columns,
-    rows 2i and 2i + 1 take band i's and band i − 1's the same way. With ``clip``, each row
-    then keeps its entries only where x (N, C, H, W) > 0, the gradient of a ReLU whose output
-    x is (0 elsewhere, as elementwise_numba.relu_backward), while the row is in the cache."""
-    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
-    zero = dx.dtype.type(0)
-    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
-    u_top, u_left = np.uint64(pad_top), np.uint64(pad_left)
-    TH, TW = np.uint64(TH), np.uint64(TW)
-    last = TW - one
-    for c in range(np.uint64(C)):
-        bands[1, :, :] = 0                 # the band before the first
-        for ti in range(TH + one):
-            rows, above = bands[ti % two], bands[(ti + one) % two]
-            if ti < TH:
-                first = ti * TW
-                for k in range(np.uint64(4)):
-                    g = dv[c, 4 * k:4 * k + 4]
-                    rows[k, 0] = g[0, first]
-                    rows[k, 1] = g[1, first] - g[2, first] + g[3, first]
-                    for j in range(one, TW):
-                        t = first + j
-                        rows[k, two * j] = g[0, t] + (g[1, t - one] + g[2, t - one]
-                                                       - g[0, t - one])
-                        rows[k, two * j + one] = (g[1, t] - g[2, t] + g[3, t]) - g[3, t - one]
-                    rows[k, two * TW] = g[1, first + last] + g[2, first + last] - g[0, first + last]
-                    rows[k, two * TW + one] = -g[3, first + last]
-            else:
-                rows[:, :] = 0             # the band after the last
-            for half in range(two):        # padded rows 2·ti and 2·ti + 1
-                h = two * ti + half
-                if u_top <= h < u_top + np.uint64(H):
-                    row = dx[n, c, h - u_top]
-                    # with clip the row is written once, each entry or 0: clipping the row in
-                    # place afterwards makes the compiler store only the zeros, with a masked
-                    # store that AMD's CPUs run many times slower (``clip_at_zero``)
-                    kept = x[n, c, h - u_top] if clip else row
-                    if half == 0:
-                        for s in range(np.uint64(W)):
-                            q = s + u_left
-                            v = rows[0, q] + (above[1, q] + above[2, q] - above[0, q])
-                            row[s] = v if not clip or kept[s] > zero else zero
-                    else:
-                        for s in range(np.uint64(W)):
-                            q = s + u_left
-                            v = (rows[1, q] - rows[2, q] + rows[3, q]) - above[3, q]
-                            row[s] = v if not clip or kept[s] > zero else zero
-
-
 @kernel(parallel=True)
 def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, images, V, DM,
-               scratch, bands, clip, gemm, set_threads):
+               bands, clip, gemm, set_threads):
     """partial[g] (16, O, C) = Σ over the images n of group g and their tiles of
     dM[:, ξ] (O, tiles) @ V[:, ξ]ᵀ (tiles, C): the gradient of U = G g Gᵀ, with V = Bᵀ d B of x
     padded as in _correlate and dM = A dY Aᵀ of dout (N, O, H_out, W_out); partial_b[g] (O,)
@@ -254,23 +153,28 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
     does not depend on the number of threads. When dx has images, the input gradient dx (N, C,
     H, W) too: for each image dV[:, ξ] (C, tiles) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, tiles), U (16,
     O, C) the transformed weights, written over V once the weight gradient's products have read
-    it, then B dV Bᵀ of every tile added into dx (_untransform_input; with ``clip``, only
-    where x > 0: the gradient of the ReLU before the layer). images, V (threads, C,
-    16, tiles), DM (threads, O, 16, tiles), scratch (threads, 8, ≥ 2·TW + 2) and bands
-    (threads, 2, 4, ≥ 2·TW + 2) are each thread's, as in _correlate."""
-    N, C = x.shape[0], x.shape[1]
-    O, T = dout.shape[1], V.shape[3]
-    TH, TW = (dout.shape[2] + 1) // 2, (dout.shape[3] + 1) // 2
+    it, then B dV Bᵀ of every tile added into dx (``winograd_lanes.input_gradient_planes``;
+    with ``clip``, only where x > 0: the gradient of the ReLU before the layer). dM comes from
+    ``winograd_lanes.output_gradient_tiles``. images, V (threads, C, 16, tiles), DM (threads,
+    O, 16, tiles) and bands (threads, 2, 4, ≥ 2·TW + 2) are each thread's, as in _correlate.
+    x and dout are contiguous."""
+    N, C, H, W = x.shape
+    O, H_out, W_out = dout.shape[1], dout.shape[2], dout.shape[3]
+    T = V.shape[3]
+    TH, TW = (H_out + 1) // 2, (W_out + 1) // 2
+    flat_x, flat_dout, flat_dx = x.reshape(x.size), dout.reshape(dout.size), dx.reshape(dx.size)
     need_dx = dx.shape[0] > 0
     one, zero = dout.dtype.type(1), dout.dtype.type(0)
     for g in prange(partial.shape[0]):
         thread = numba.get_thread_id()
-        v, dm, rows = V[thread], DM[thread], scratch[thread]
+        v, dm = V[thread], DM[thread]
+        flat_v, flat_bands = v.reshape(v.size), bands[thread].reshape(bands[thread].size)
         before = _set_threads(set_threads, 1)
         partial_b[g, :] = zero
         for n in range(g * group, min(N, (g + 1) * group)):
             _transform_image(x, n, pad_top, pad_left, images, thread, v)
-            _transform_output_gradient(dout, n, dm, rows, bands[thread, 0, 0])
+            output_gradient_tiles(flat_dout, n * O * H_out * W_out, H_out, W_out, O,
+                                  dm.reshape(dm.size), T)
             for o in range(O):
                 total = zero
                 for t in range(T):
@@ -284,8 +188,8 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
                 for xi in range(16):    # dV[:, ξ] (C, T) = U[ξ]ᵀ (C, O) @ dM[:, ξ] (O, T)
                     _gemm(gemm, TRANS, NO_TRANS, C, T, O, one, U[xi].ctypes.data, C,
                           dm[0, xi].ctypes.data, 16 * T, zero, v[0, xi].ctypes.data, 16 * T)
-                _untransform_input(v, dx, n, pad_top, pad_left, TH, TW, bands[thread], clip,
-                                   x)
+                input_gradient_planes(flat_v, T, flat_dx, n * C * H * W, H, W, C, pad_top,
+                                      pad_left, TH, TW, flat_bands, clip, flat_x)
         _set_threads(set_threads, before)
 
 
@@ -307,7 +211,6 @@ def gradients(x, dout, w, pads, group, need_dx=True, clip=False):
     images = workspace.zeros((0 if in_place else threads, C, 2 * TH + 2, 2 * TW + 2), dtype)
     V = workspace.empty((threads, C, 16, TH * TW), dtype)
     DM = workspace.empty((threads, O, 16, TH * TW), dtype)
-    scratch = np.empty((threads, 8, 2 * TW + 2), dtype=dtype)
     bands = np.empty((threads, 2, 4, 2 * TW + 2), dtype=dtype)
     groups = -(-N // group)
     partial = np.empty((groups, 16, O, C), dtype=dtype)
@@ -316,7 +219,7 @@ def gradients(x, dout, w, pads, group, need_dx=True, clip=False):
     with blas.one_thread_per_product():
         _gradients(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
                    np.ascontiguousarray(dout), transform_weights(np.ascontiguousarray(w, dtype)),
-                   dx, partial, partial_b, group, images, V, DM, scratch, bands, clip,
+                   dx, partial, partial_b, group, images, V, DM, bands, clip,
                    blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     dU = partial.sum(axis=0).reshape(4, 4, O, C)
     g = G.astype(dtype)

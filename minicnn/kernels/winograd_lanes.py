@@ -253,3 +253,172 @@ def input_tiles(x, at, channel_step, W, TH, TW, C, v, T):
             for j0 in range(zero, TW, lanes):
                 _input_lanes(x, row_at + two * j0, W, W - two * j0, min(lanes, TW - j0), v,
                              u(16) * c * T + ti * TW + j0, T)
+
+
+@intrinsic
+def _gradient_lanes(typingctx, dout, at, limit, below, below_limit, count, dm, dm_at, T):
+    """dm[dm_at + (4k + i)·T + l] := (A dY Aᵀ)[k, i] for the tiles l < count whose 2×2
+    gradient dY is dout[at + 2l:][:2] over dout[below + 2l:][:2]; a column ≥ limit
+    (≥ below_limit in the second row: 0 when the row is missing) counts as 0. In
+    conv_winograd's order: A down the columns, rows (a, a + c, a − c, −c); then Aᵀ along the
+    rows, (p, p + q, p − q, −q)."""
+    _check(dout, dm, (at, limit, below, below_limit, count, dm_at, T))
+
+    def codegen(context, builder, signature, args):
+        dout, at, limit, below, below_limit, count, dm, dm_at, T = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        f = builder
+        a = _columns(context, builder, kinds[0], dout, at, limit)
+        c = _columns(context, builder, kinds[0], dout, below, below_limit)
+        rows = [[a[q], f.fadd(a[q], c[q]), f.fsub(a[q], c[q]), f.fneg(c[q])] for q in (0, 1)]
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        store = _masked(builder, "store", vector)
+        for k in range(4):
+            p, q = rows[0][k], rows[1][k]
+            for i, value in enumerate((p, f.fadd(p, q), f.fsub(p, q), f.fneg(q))):
+                to = _pointer(context, builder, kinds[6], dm, builder.add(
+                    dm_at, builder.mul(ir.Constant(_I64, 4 * k + i), T)), vector)
+                builder.call(store, [value, to, align, on])
+    return types.void(dout, at, limit, below, below_limit, count, dm, dm_at, T), codegen
+
+
+@helper()
+def output_gradient_tiles(dout, at, H_out, W_out, O, dm, T):
+    """dm[(16o + ξ)·T + t] := A dY Aᵀ of every 2×2 tile dY of the output gradient planes
+    (O, H_out, W_out) at dout[at:], the tiles t row by row (the gradient of M, since
+    Y = Aᵀ M A); outputs past H_out or W_out count as 0 (the forward pass dropped them)."""
+    u = np.uint64
+    at, H_out, W_out, T = u(at), u(H_out), u(W_out), u(T)
+    TH, TW = (H_out + u(1)) // u(2), (W_out + u(1)) // u(2)
+    lanes, one, two, zero = u(LANES), u(1), u(2), u(0)
+    for o in range(u(O)):
+        for ti in range(TH):
+            top = at + (o * H_out + two * ti) * W_out
+            below_rows = W_out if two * ti + one < H_out else zero
+            for j0 in range(zero, TW, lanes):
+                columns = W_out - two * j0
+                _gradient_lanes(dout, top + two * j0, columns, top + W_out + two * j0,
+                                min(columns, below_rows), min(lanes, TW - j0), dm,
+                                u(16) * o * T + ti * TW + j0, T)
+
+
+@intrinsic
+def _band_lanes(typingctx, dv, at, T, count, first, bands, band_at, stride):
+    """Along the rows of B dV Bᵀ, for the tiles l < count of one row of tiles, channel c:
+    bands[band_at + k·stride + 2l] := g0 + ((p1 + p2) − p0) and
+    bands[band_at + k·stride + 2l + 1] := ((g1 − g2) + g3) − p3, g_i = dv[at + (4k + i)·T + l]
+    the tile's and p_i the one before's (dv[... − 1]); with ``first``, lane 0 starts the row:
+    g0 and (g1 − g2) + g3 (conv_winograd's order)."""
+    _check(dv, bands, (at, T, count, first, band_at, stride))
+
+    def codegen(context, builder, signature, args):
+        dv, at, T, count, first, bands, band_at, stride = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
+        f, zeros = builder, ir.Constant(vector, [0.0] * LANES)
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        starts = builder.and_(builder.icmp_unsigned("==", _LANE_NUMBERS, _splat(
+            builder, ir.Constant(_I64, 0))), _splat_bit(builder, builder.icmp_unsigned(
+                "!=", first, ir.Constant(_I64, 0))))
+        before = builder.and_(on, builder.not_(starts))
+        interleave = [ir.Constant(ir.VectorType(_I32, LANES),
+                                  [h * LANES // 2 + i // 2 + (i % 2) * LANES
+                                   for i in range(LANES)]) for h in (0, 1)]
+        for k in range(4):
+            row = [builder.add(at, builder.mul(ir.Constant(_I64, 4 * k + i), T))
+                   for i in range(4)]
+            g = [builder.call(load, [_pointer(context, builder, kinds[0], dv, row[i], vector),
+                                     align, on, zeros]) for i in range(4)]
+            p = [builder.call(load, [_pointer(context, builder, kinds[0], dv, builder.sub(
+                row[i], ir.Constant(_I64, 1)), vector), align, before, zeros]) for i in range(4)]
+            odd_start = f.fadd(f.fsub(g[1], g[2]), g[3])
+            even = builder.select(starts, g[0], f.fadd(g[0], f.fsub(f.fadd(p[1], p[2]), p[0])))
+            odd = builder.select(starts, odd_start, f.fsub(odd_start, p[3]))
+            to_row = builder.add(band_at, builder.mul(ir.Constant(_I64, k), stride))
+            for h, shuffle in enumerate(interleave):
+                columns = builder.add(_LANE_NUMBERS, _splat(builder, ir.Constant(_I64, h * LANES)))
+                inside = builder.icmp_unsigned("<", columns, _splat(builder, builder.add(
+                    count, count)))
+                to = _pointer(context, builder, kinds[5], bands,
+                              builder.add(to_row, ir.Constant(_I64, h * LANES)), vector)
+                builder.call(store, [builder.shuffle_vector(even, odd, shuffle), to, align,
+                                     inside])
+    return types.void(dv, at, T, count, first, bands, band_at, stride), codegen
+
+
+@intrinsic
+def _input_row_lanes(typingctx, bands, rows_at, above_at, stride, odd, count, dx, dx_at, clip,
+                     x):
+    """Down the columns of B dV Bᵀ, one row of the input's gradient, lanes l < count:
+    dx[dx_at + l] := r0 + ((a1 + a2) − a0) (``odd`` 0) or ((r1 − r2) + r3) − a3, r_k =
+    bands[rows_at + k·stride + l] this band's and a_k = bands[above_at + k·stride + l] the one
+    before's; with ``clip``, 0 where x[dx_at + l] > 0 does not hold."""
+    _check(bands, dx, (rows_at, above_at, stride, odd, count, dx_at, clip))
+    if x != dx:
+        raise TypeError("winograd_lanes: x is an array like dx")
+
+    def codegen(context, builder, signature, args):
+        bands, rows_at, above_at, stride, odd, count, dx, dx_at, clip, x = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
+        f, zeros = builder, ir.Constant(vector, [0.0] * LANES)
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+
+        def band(start, k):
+            return builder.call(load, [_pointer(context, builder, kinds[0], bands, builder.add(
+                start, builder.mul(ir.Constant(_I64, k), stride)), vector), align, on, zeros])
+        r = [band(rows_at, k) for k in range(4)]
+        a = [band(above_at, k) for k in range(4)]
+        even_value = f.fadd(r[0], f.fsub(f.fadd(a[1], a[2]), a[0]))
+        odd_value = f.fsub(f.fadd(f.fsub(r[1], r[2]), r[3]), a[3])
+        value = builder.select(_splat_bit(builder, builder.icmp_unsigned(
+            "!=", odd, ir.Constant(_I64, 0))), odd_value, even_value)
+        clipping = _splat_bit(builder, builder.icmp_unsigned("!=", clip, ir.Constant(_I64, 0)))
+        x_values = builder.call(load, [_pointer(context, builder, kinds[9], x, dx_at, vector),
+                                       align, builder.and_(on, clipping), zeros])
+        kept = builder.or_(builder.not_(clipping), builder.fcmp_ordered(">", x_values, zeros))
+        builder.call(store, [builder.select(kept, value, zeros),
+                             _pointer(context, builder, kinds[6], dx, dx_at, vector), align, on])
+    sig = types.void(bands, rows_at, above_at, stride, odd, count, dx, dx_at, clip, x)
+    return sig, codegen
+
+
+@helper()
+def input_gradient_planes(dv, T, dx, at, H, W, C, pad_top, pad_left, TH, TW, bands, clip, x):
+    """dx[at:] (C, H, W) := the inside (from row pad_top, column pad_left) of Σ over the tiles
+    of B dV Bᵀ, each 4×4 result at its tile of the padded image, tiles two apart; dv (C·16·T,)
+    holds dV (C, 16, tiles). With ``clip``, 0 where x[at:] (C, H, W) is not > 0 (the gradient
+    of the ReLU whose output x is). bands (2·4·stride,), stride ≥ 2·TW + 2: two bands of four
+    rows, this row of tiles' and the one before's (conv_winograd._untransform_input)."""
+    u = np.uint64
+    T, at, H, W, pad_top, pad_left = u(T), u(at), u(H), u(W), u(pad_top), u(pad_left)
+    TH, TW, clip = u(TH), u(TW), u(clip)
+    lanes, one, two, four, zero = u(LANES), u(1), u(2), u(4), u(0)
+    stride = u(bands.size) // u(8)
+    band_size = four * stride
+    last = TW - one
+    for c in range(u(C)):
+        bands[band_size:] = 0                       # the band before the first
+        for ti in range(TH + one):
+            rows_at, above_at = (ti % two) * band_size, ((ti + one) % two) * band_size
+            if ti < TH:
+                first = u(16) * c * T + ti * TW
+                for j0 in range(zero, TW, lanes):
+                    _band_lanes(dv, first + j0, T, min(lanes, TW - j0), u(j0 == zero), bands,
+                                rows_at + two * j0, stride)
+                for k in range(four):
+                    g = first + u(4) * k * T + last
+                    bands[rows_at + k * stride + two * TW] = (dv[g + T] + dv[g + two * T]) - dv[g]
+                    bands[rows_at + k * stride + two * TW + one] = -dv[g + u(3) * T]
+            else:
+                bands[rows_at:rows_at + band_size] = 0    # the band after the last
+            for half in range(two):                 # padded rows 2·ti and 2·ti + 1
+                h = two * ti + half
+                if pad_top <= h < pad_top + H:
+                    row = at + (c * H + h - pad_top) * W
+                    for s0 in range(zero, W, lanes):
+                        _input_row_lanes(bands, rows_at + pad_left + s0, above_at + pad_left + s0,
+                                         stride, half, min(lanes, W - s0), dx, row + s0, clip, x)
