@@ -1,4 +1,5 @@
-"""Elementwise work compiled with Numba: ReLU's two passes and Adam's update.
+"""Elementwise work compiled with Numba: a sum of two arrays, ReLU's two passes and Adam's
+update.
 
 NumPy evaluates ``np.where(x > 0, dout, 0)`` as separate passes over memory, each with its own
 temporary array (the mask, then the result); Adam's update is ten such passes per parameter.
@@ -37,6 +38,12 @@ def clip_at_zero(a):
 
 
 @kernel(parallel=True)
+def _add(a, b, out):
+    for i in prange(a.size):
+        out[i] = a[i] + b[i]
+
+
+@kernel(parallel=True)
 def _relu(x, out):
     zero = out.dtype.type(0)
     for i in prange(x.size):
@@ -62,6 +69,15 @@ def _same_layout(*arrays):
         if a.dtype != first.dtype or a.shape != first.shape or not a.flags.c_contiguous:
             return False
     return True
+
+
+def add(a, b, out):
+    """out = a + b, arrays of one shape (a residual block's two paths), on Numba's threads
+    (NumPy's add runs on one); returns out."""
+    if not _same_layout(a, b, out):
+        return elementwise_loops.add(a, b, out)
+    _version(_add, a.size)(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    return out
 
 
 def relu_forward(x, out=None):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.errors import ShapeError
 from ..core.random import get_rng
+from .. import kernels
 from ..kernels import workspace
 from .activations import ReLU
 from . import fusion
@@ -73,8 +74,8 @@ class Add(Layer):
         self.output_shape(*[x.shape for x in inputs])
         # a fresh array in the first input's dtype (its memory reused batch after batch:
         # kernels.workspace), the first sum written straight into it
-        y = inputs[0].copy() if len(inputs) == 1 else np.add(
-            inputs[0], inputs[1], out=workspace.empty_like(inputs[0]))
+        y = inputs[0].copy() if len(inputs) == 1 else kernels.elementwise().add(
+            inputs[0], inputs[1], workspace.empty_like(inputs[0]))
         for x in inputs[2:]:
             y += x
         self._count, self._shape = len(inputs), y.shape
@@ -197,7 +198,7 @@ class _ResidualBlock(Layer):
             d_shortcut = layer.backward(d_shortcut)
         if d_branch.shape != d_shortcut.shape or d_branch.dtype != d_shortcut.dtype:
             return d_branch + d_shortcut
-        return np.add(d_branch, d_shortcut, out=workspace.empty_like(d_branch))
+        return kernels.elementwise().add(d_branch, d_shortcut, workspace.empty_like(d_branch))
 
     def output_shape(self, input_shape):
         input_shape = tuple(input_shape)
