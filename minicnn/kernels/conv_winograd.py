@@ -49,7 +49,7 @@ from .blas_numba import gemm as _gemm
 from .blas_numba import set_threads as _set_threads
 from .jit import helper, kernel
 from .winograd_lanes import (input_gradient_planes, input_tiles, output_gradient_tiles,
-                             output_plane, pooled_plane)
+                             output_plane, pooled_gradient_tiles, pooled_plane)
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
@@ -143,8 +143,8 @@ def _correlate(x, pad_top, pad_left, U, b, out, H_out, W_out, images, V, M, relu
 
 
 @kernel(parallel=True)
-def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, images, V, DM,
-               bands, clip, gemm, set_threads):
+def _gradients(x, pad_top, pad_left, dout, H_out, W_out, winner, clipped, clip_pooled, U, dx,
+               partial, partial_b, group, images, V, DM, bands, clip, gemm, set_threads):
     """partial[g] (16, O, C) = Σ over the images n of group g and their tiles of
     dM[:, ξ] (O, tiles) @ V[:, ξ]ᵀ (tiles, C): the gradient of U = G g Gᵀ, with V = Bᵀ d B of x
     padded as in _correlate and dM = A dY Aᵀ of dout (N, O, H_out, W_out); partial_b[g] (O,)
@@ -155,12 +155,17 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
     O, C) the transformed weights, written over V once the weight gradient's products have read
     it, then B dV Bᵀ of every tile added into dx (``winograd_lanes.input_gradient_planes``;
     with ``clip``, only where x > 0: the gradient of the ReLU before the layer). dM comes from
-    ``winograd_lanes.output_gradient_tiles``. images, V (threads, C, 16, tiles), DM (threads,
-    O, 16, tiles) and bands (threads, 2, 4, ≥ 2·TW + 2) are each thread's, as in _correlate.
-    x and dout are contiguous."""
+    ``winograd_lanes.output_gradient_tiles``, or when winner (flat) has elements, from
+    ``winograd_lanes.pooled_gradient_tiles``: dout is then the gradient of the output's 2×2
+    max-pool (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋), its maxima at winner, and with ``clip_pooled`` the
+    ReLU's gradient is taken where clipped (flat), the pooled output, is > 0. images, V
+    (threads, C, 16, tiles), DM (threads, O, 16, tiles) and bands (threads, 2, 4, ≥ 2·TW + 2)
+    are each thread's, as in _correlate. x and dout are contiguous."""
     N, C, H, W = x.shape
-    O, H_out, W_out = dout.shape[1], dout.shape[2], dout.shape[3]
+    O = dout.shape[1]
     T = V.shape[3]
+    pooled = winner.size > 0
+    pooled_plane = (H_out // 2) * (W_out // 2)
     TH, TW = (H_out + 1) // 2, (W_out + 1) // 2
     flat_x, flat_dout, flat_dx = x.reshape(x.size), dout.reshape(dout.size), dx.reshape(dx.size)
     need_dx = dx.shape[0] > 0
@@ -173,8 +178,12 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
         partial_b[g, :] = zero
         for n in range(g * group, min(N, (g + 1) * group)):
             _transform_image(x, n, pad_top, pad_left, images, thread, v)
-            output_gradient_tiles(flat_dout, n * O * H_out * W_out, H_out, W_out, O,
-                                  dm.reshape(dm.size), T)
+            if pooled:
+                pooled_gradient_tiles(flat_dout, n * O * pooled_plane, clipped, clip_pooled,
+                                      winner, H_out, W_out, O, dm.reshape(dm.size), T)
+            else:
+                output_gradient_tiles(flat_dout, n * O * H_out * W_out, H_out, W_out, O,
+                                      dm.reshape(dm.size), T)
             for o in range(O):
                 total = zero
                 for t in range(T):
@@ -193,17 +202,22 @@ def _gradients(x, pad_top, pad_left, dout, U, dx, partial, partial_b, group, ima
         _set_threads(set_threads, before)
 
 
-def gradients(x, dout, w, pads, group, need_dx=True, clip=False):
+def gradients(x, dout, w, pads, group, need_dx=True, clip=False, pooled=None):
     """(dx (N, C, H, W) or None, dw (O, C, 3, 3), db (O,)) of out = x ⋆ w + b (3×3, stride 1,
     padding pads), given x (N, C, H, W) and dout (N, O, H_out, W_out), in one pass over the
     images: all three read dM = A dY Aᵀ. dw = Gᵀ dU G with dU = Σ dM ⊙ V over the images and
     tiles, in groups of ``group`` images added in order; dx the inside of Σ over the tiles of
     B (Σ_o U ⊙ dM) Bᵀ, the transpose of the forward pass; db = Σ over each image's tiles of
     dM[:, 5] (the sum of each tile), the images in the same groups. ``clip``: dx only where
-    x > 0, the gradient of the ReLU whose output x is, applied as dx is written."""
-    (pad_top, _), (pad_left, _) = pads
+    x > 0, the gradient of the ReLU whose output x is, applied as dx is written. ``pooled``:
+    (winner, clipped) from ``forward(pool=True, winners=True)``: dout is then the gradient of
+    the pooled output, spread to each window's maximum as dM is made (the output's gradient
+    is never written), with the gradient of the ReLU between them where clipped (the pooled
+    output) is not None: the same numbers as ``pool_numba.max_backward`` and then this."""
+    (pad_top, pad_bottom), (pad_left, pad_right) = pads
     N, C, H, W = x.shape
-    O, H_out, W_out = dout.shape[1:]
+    O = dout.shape[1]
+    H_out, W_out = H + pad_top + pad_bottom - 2, W + pad_left + pad_right - 2
     TH, TW = tiles(H_out, W_out)
     threads = numba.get_num_threads()
     dtype = dout.dtype
@@ -216,11 +230,15 @@ def gradients(x, dout, w, pads, group, need_dx=True, clip=False):
     partial = np.empty((groups, 16, O, C), dtype=dtype)
     partial_b = np.empty((groups, O), dtype=dtype)
     dx = workspace.empty((N if need_dx else 0, C, H, W), dtype)
+    winner, clipped = (np.empty(0, np.int64), None) if pooled is None else pooled
+    clipped_flat = np.empty(0, dtype) if clipped is None else np.ascontiguousarray(
+        clipped, dtype).reshape(-1)
     with blas.one_thread_per_product():
         _gradients(np.ascontiguousarray(x, dtype=dtype), pad_top, pad_left,
-                   np.ascontiguousarray(dout), transform_weights(np.ascontiguousarray(w, dtype)),
-                   dx, partial, partial_b, group, images, V, DM, bands, clip,
-                   blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
+                   np.ascontiguousarray(dout), H_out, W_out,
+                   np.ascontiguousarray(winner).reshape(-1), clipped_flat, clipped is not None,
+                   transform_weights(np.ascontiguousarray(w, dtype)), dx, partial, partial_b,
+                   group, images, V, DM, bands, clip, blas.GEMM[dtype], blas.SET_THREADS_LOCAL)
     dU = partial.sum(axis=0).reshape(4, 4, O, C)
     g = G.astype(dtype)
     dg = np.tensordot(g, dU, axes=([0], [0]))         # (3, 4, O, C): Gᵀ dU

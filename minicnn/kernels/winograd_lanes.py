@@ -267,20 +267,27 @@ def _gradient_lanes(typingctx, dout, at, limit, below, below_limit, count, dm, d
     def codegen(context, builder, signature, args):
         dout, at, limit, below, below_limit, count, dm, dm_at, T = args
         kinds = signature.args
-        vector, align = _vector(context, kinds[0])
-        f = builder
         a = _columns(context, builder, kinds[0], dout, at, limit)
         c = _columns(context, builder, kinds[0], dout, below, below_limit)
-        rows = [[a[q], f.fadd(a[q], c[q]), f.fsub(a[q], c[q]), f.fneg(c[q])] for q in (0, 1)]
-        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
-        store = _masked(builder, "store", vector)
-        for k in range(4):
-            p, q = rows[0][k], rows[1][k]
-            for i, value in enumerate((p, f.fadd(p, q), f.fsub(p, q), f.fneg(q))):
-                to = _pointer(context, builder, kinds[6], dm, builder.add(
-                    dm_at, builder.mul(ir.Constant(_I64, 4 * k + i), T)), vector)
-                builder.call(store, [value, to, align, on])
+        _store_gradients(context, builder, kinds[6], a, c, count, dm, dm_at, T)
     return types.void(dout, at, limit, below, below_limit, count, dm, dm_at, T), codegen
+
+
+def _store_gradients(context, builder, kind, a, c, count, dm, dm_at, T):
+    """dm[dm_at + (4k + i)·T + l] := (A dY Aᵀ)[k, i], lanes l < count, for the tiles dY =
+    [[a0, a1], [c0, c1]] (a and c: the vectors of the tiles' first and second columns): A down
+    the columns, rows (a, a + c, a − c, −c); then Aᵀ along the rows, (p, p + q, p − q, −q)."""
+    vector, align = _vector(context, kind)
+    f = builder
+    rows = [[a[q], f.fadd(a[q], c[q]), f.fsub(a[q], c[q]), f.fneg(c[q])] for q in (0, 1)]
+    on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+    store = _masked(builder, "store", vector)
+    for k in range(4):
+        p, q = rows[0][k], rows[1][k]
+        for i, value in enumerate((p, f.fadd(p, q), f.fsub(p, q), f.fneg(q))):
+            to = _pointer(context, builder, kind, dm, builder.add(
+                dm_at, builder.mul(ir.Constant(_I64, 4 * k + i), T)), vector)
+            builder.call(store, [value, to, align, on])
 
 
 @helper()
@@ -301,6 +308,75 @@ def output_gradient_tiles(dout, at, H_out, W_out, O, dm, T):
                 _gradient_lanes(dout, top + two * j0, columns, top + W_out + two * j0,
                                 min(columns, below_rows), min(lanes, TW - j0), dm,
                                 u(16) * o * T + ti * TW + j0, T)
+
+
+@intrinsic
+def _pooled_lanes(typingctx, dpool, at, pooled, winner, corner, W, clipped, clip, count, dm,
+                  dm_at, T):
+    """As _gradient_lanes, for a convolution's output whose 2×2 max-pool (its tiles) had the
+    gradient dpool: tile l < pooled gets g = 0 + dpool[at + l] (0 where ``clip`` and
+    clipped[at + l], the pooled output, is not > 0: the ReLU's gradient) at its maximum,
+    winner[at + l] (corner + 2l, + 1, + W or + W + 1 in the output plane of width W), 0 at its
+    other three outputs: what ``pool_numba.max_backward`` writes into zeros. Tiles pooled <= l <
+    count get 0 (the pool dropped them)."""
+    _check(dpool, dm, (at, pooled, W, clip, count, dm_at, T))
+    if not (isinstance(winner, types.Array) and winner.dtype == types.int64
+            and winner.ndim == 1 and corner == types.int64 and clipped == dpool):
+        raise TypeError("winograd_lanes: winner 1-D int64, corner int64, clipped as dpool")
+
+    def codegen(context, builder, signature, args):
+        dpool, at, pooled, winner, corner, W, clipped, clip, count, dm, dm_at, T = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        load = _masked(builder, "load", vector)
+        zeros = ir.Constant(vector, [0.0] * LANES)
+        inside = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, pooled))
+        g = builder.call(load, [_pointer(context, builder, kinds[0], dpool, at, vector), align,
+                                inside, zeros])
+        clipping = _splat_bit(builder, builder.icmp_unsigned("!=", clip, ir.Constant(_I64, 0)))
+        y = builder.call(load, [_pointer(context, builder, kinds[6], clipped, at, vector), align,
+                                builder.and_(inside, clipping), zeros])
+        g = builder.select(builder.or_(builder.not_(clipping), builder.fcmp_ordered(">", y, zeros)),
+                           g, zeros)
+        g = builder.fadd(zeros, g)
+        integers = ir.VectorType(_I64, LANES)
+        load_integers = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            integers, [integers.as_pointer(), _I32, ir.VectorType(ir.IntType(1), LANES),
+                       integers]), f"llvm.masked.load.v{LANES}i64.p0")
+        where = builder.call(load_integers, [
+            _pointer(context, builder, kinds[3], winner, at, integers), ir.Constant(_I32, 8),
+            inside, ir.Constant(integers, [0] * LANES)])
+        offset = builder.sub(where, builder.add(_splat(builder, corner),
+                                                builder.add(_LANE_NUMBERS, _LANE_NUMBERS)))
+        one = _splat(builder, ir.Constant(_I64, 1))
+        at_w = _splat(builder, W)
+        values = [builder.select(builder.icmp_signed("==", offset, position), g, zeros)
+                  for position in (_splat(builder, ir.Constant(_I64, 0)), one, at_w,
+                                   builder.add(at_w, one))]
+        _store_gradients(context, builder, kinds[9], values[:2], values[2:], count, dm, dm_at, T)
+    sig = types.void(dpool, at, pooled, winner, corner, W, clipped, clip, count, dm, dm_at, T)
+    return sig, codegen
+
+
+@helper()
+def pooled_gradient_tiles(dpool, at, clipped, clip, winner, H_out, W_out, O, dm, T):
+    """dm[(16o + ξ)·T + t] := A dY Aᵀ of every 2×2 tile dY of the gradient of the output planes
+    (O, H_out, W_out) whose 2×2 max-pool (O, ⌊H_out/2⌋, ⌊W_out/2⌋) had the gradient
+    dpool[at:] (with ``clip``, only where clipped[at:], the pooled output, is > 0; the maxima
+    at winner[at:]): the output's gradient never written (``_pooled_lanes``)."""
+    u = np.uint64
+    at, clip, H_out, W_out, T = u(at), u(clip), u(H_out), u(W_out), u(T)
+    TH, TW = (H_out + u(1)) // u(2), (W_out + u(1)) // u(2)
+    PH, PW = H_out // u(2), W_out // u(2)
+    lanes, two, zero = u(LANES), u(2), u(0)
+    W = np.int64(W_out)
+    for o in range(u(O)):
+        for ti in range(TH):
+            for j0 in range(zero, TW, lanes):
+                pooled = min(lanes, PW - j0) if ti < PH and j0 < PW else zero
+                _pooled_lanes(dpool, at + (o * PH + ti) * PW + j0, pooled, winner,
+                              np.int64(two * ti) * W + np.int64(two * j0), u(W), clipped, clip,
+                              min(lanes, TW - j0), dm, u(16) * o * T + ti * TW + j0, T)
 
 
 @intrinsic

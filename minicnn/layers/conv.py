@@ -110,8 +110,10 @@ class Conv2D(Layer):
         ReLU after this layer) max(y, 0), applied as y is written. ``pool``: the 2×2 pool
         after this layer (and its ReLU), run in the kernel: returns its output, (N, O,
         ⌊H_out/2⌋, ⌊W_out/2⌋). A MaxPool2D(2) gets what its backward pass needs
-        (``MaxPool2D.computed``); after an AvgPool2D(2) or SumPool2D(2) backward takes the
-        pool's gradient and spreads it itself (``spread_by_conv``)."""
+        (``MaxPool2D.computed``), unless the kernels take its gradient themselves (Winograd's,
+        ``conv_numba.takes_max_gradient``); after those, and after an AvgPool2D(2) or
+        SumPool2D(2), backward takes the pool's gradient and spreads it itself
+        (``spread_by_conv``)."""
         x = self._check_input(x)
         pads = self.padding_for(x.shape[2], x.shape[3])
         self._clip = self._spread = None
@@ -122,7 +124,14 @@ class Conv2D(Layer):
         y, self._cache = self._kernels.forward(x, self.weight.data, bias, self.stride, pads,
                                                self.dilation, relu=relu, pool=kind)
         self._out_shape = self.output_shape(x.shape) if kind == "max" else y.shape
-        if kind == "max":
+        takes_max = getattr(self._kernels, "takes_max_gradient", None)
+        if kind == "max" and takes_max is not None and takes_max(self._cache[0]):
+            # this layer's backward takes the pool's gradient and spreads it itself
+            self._cache, pool_cache = self._cache
+            self._spread = self._kernels.MaxSpread((pool_cache, y if relu else None))
+            self._out_shape = y.shape
+            pool.spread_by_conv(y)
+        elif kind == "max":
             self._cache, pool_cache = self._cache
             pool.computed(y, pool_cache, kernels.pool(), clipped=relu)
         elif kind:
@@ -153,8 +162,9 @@ class Conv2D(Layer):
     def backward(self, dy, need_input_grad=True):
         """dy (N, O, H_out, W_out) -> dx (N, C, H, W); writes weight.grad and bias.grad.
         With ``need_input_grad=False`` dx is not computed and None is returned. After a
-        forward pass that ran the AvgPool2D(2) or SumPool2D(2) after this layer, dy is that
-        pool's gradient (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋), spread back here."""
+        forward pass that ran the AvgPool2D(2) or SumPool2D(2) after this layer (or the
+        MaxPool2D(2), with Winograd), dy is that pool's gradient (N, O, ⌊H_out/2⌋,
+        ⌊W_out/2⌋), spread back here."""
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         dy = np.asarray(dy, dtype=self.dtype)

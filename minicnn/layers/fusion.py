@@ -23,7 +23,11 @@ pooled output, a quarter of the size, and where each maximum was (Winograd's ker
 others pool the batch's output afterwards, the same numbers). In training the ReLU's gradient
 is then taken by the MaxPool2D, at the maxima, before it spreads the gradient back
 (``MaxPool2D.computed``, ``ReLU.applied_later``): the same numbers, since everywhere else the
-spread gradient is 0.
+spread gradient is 0. Winograd's backward pass goes further: it takes the pool's gradient
+and puts each one at its window's maximum (with the ReLU's gradient) as it makes the
+gradients of its 2×2 tiles, which are the pool's windows; the pool and the ReLU pass dy on
+(``MaxPool2D.spread_by_conv``, ``conv_numba.takes_max_gradient``), and the output's gradient,
+four times the pool's, is never written.
 
 So does a 2×2 average or sum pool (LeNet-5's Conv2D -> ReLU -> AvgPool2D(2), twice): the
 "direct" and "gemm" kernels write each image's clipped output and the means of its windows
@@ -189,8 +193,11 @@ def run_chain(layers, x):
         pool.output_shape(out_shape)    # the pool's own error when its window does not fit
         y = conv.forward(x, relu=True, pool=pool)
         # the ReLU's backward pass sees what the pool's passes on: the gradient of the whole
-        # output after a max-pool, the pool's own after an average (the Conv2D spreads it)
-        relu.applied_later(out_shape if pool.kernel_pool == "max" else y.shape, y.dtype)
+        # output after a max-pool, the pool's own where the Conv2D spreads it (an average,
+        # and a max-pool in Winograd's kernel)
+        spread = conv._spread is not None
+        relu.applied_later(out_shape if pool.kernel_pool == "max" and not spread else y.shape,
+                           y.dtype)
         return y
     if rest and type(rest[0]) is BatchNorm2D:
         weight, bias = fold(conv, rest.pop(0))

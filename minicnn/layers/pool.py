@@ -160,7 +160,17 @@ class MaxPool2D(_WindowPool):
         self._clipped = y if clipped else None
         return y
 
+    def spread_by_conv(self, y):
+        """Take y (N, C, H_out, W_out) as this layer's output, computed by the Conv2D before it,
+        which also spreads this layer's gradient back itself (Winograd's kernel,
+        ``conv_numba.takes_max_gradient``): backward passes dy on."""
+        self._kernels, self._clipped = None, None
+        self._cache = (_SPREAD_BY_CONV, y.shape, y.dtype)
+        return y
+
     def _backward(self, k, dy, cache):
+        if cache is _SPREAD_BY_CONV:
+            return dy
         if getattr(self, "_clipped", None) is not None:
             # the ReLU's gradient, dy where its output > 0, taken at the maxima before they
             # are spread back: the same numbers as after, where nothing else is nonzero
