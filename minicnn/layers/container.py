@@ -124,11 +124,16 @@ class Sequential(Layer):
                      > size * math.prod(shape_in) * itemsize), len(rows))
         return size, stop, rows
 
-    #: a slice's activations in bytes (about a server CPU's last-level cache), and its fewest
-    #: images (see ``_slicing``). Measured as the benchmark runs it (mnist_cnn, 10,000 images
-    #: in batches of 1000, 2 threads, a process of its own): 2.06 to 2.27 s in slices of 64
-    #: against 2.19 to 2.59 s whole, at 527 MB of peak memory against 805 MB.
-    SLICE_BYTES = 32 << 20
+    #: a slice's activations in bytes, and its fewest images (see ``_slicing``). Measured as
+    #: the benchmark runs it (mnist_cnn, 10,000 images in batches of 1000, 2 threads, a
+    #: process of its own) on an AMD EPYC: 2.06 to 2.27 s in slices of 64 against 2.19 to
+    #: 2.59 s whole, at 527 MB of peak memory against 805 MB. Later, with faster kernels, on an
+    #: Intel Xeon (a larger last-level cache), each slice's Python and thread wake-ups cost
+    #: more than the cache saved: at 32 MB (slices of 64 mnist_cnn images), mnist_cnn 0.75 s
+    #: against 0.66 to 0.68 s whole, resnet_small (2000 images in batches of 500, slices of
+    #: 198) 0.21 s against 0.18 s; at 128 MB (slices of 247 and 794) 0.69 to 0.70 s and
+    #: 0.18 s. The activations counted are every layer's output, fused or not.
+    SLICE_BYTES = 128 << 20
     SLICE_MIN = 64
 
     def _forward_in_slices(self, x, size, stop, rows):
