@@ -337,18 +337,38 @@ def test_copy_run_copies_the_run_and_nothing_else(n, at, start, tail, dtype, see
     np.testing.assert_array_equal(target, expected)
 
 
+@given(n=st.integers(0, 50), at=st.integers(0, 5), start=st.integers(0, 5),
+       tail=st.integers(0, 3), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=st.integers(0, 2**16))
+def test_copy_every_other_copies_every_second_value_and_nothing_else(n, at, start, tail, dtype,
+                                                                     seed):
+    """The column phase of a stride-2 convolution: source[start], source[start + 2], ... n of
+    them; the run's last pair may end at the source's very end (tail 0: its second value is
+    not there, and not read)."""
+    from minicnn.kernels import lanes_numba
+    rng = np.random.default_rng(seed)
+    source = rng.standard_normal(start + max(2 * n - 1, 0) + tail).astype(dtype)
+    target = np.full(at + n + tail, -7.0, dtype)
+    expected = target.copy()
+    expected[at:at + n] = source[start:start + 2 * n:2]
+    lanes_numba.copy_every_other(target, np.uint64(at), source, np.uint64(start), np.uint64(n))
+    np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "direct"])
 @given(config=conv_configs(), dtype=st.sampled_from([np.float64, np.float32]),
        images=st.integers(1, 9), seed=st.integers(0, 2**16))
 @settings(max_examples=40)
-def test_gemm_gives_the_same_bits_with_or_without_vector_runs(config, dtype, images, seed):
-    """im2col and col2im in whole vector instructions (machines with AVX-512) or in loops (the
-    others): every output and gradient the same bits, several images per product included."""
+def test_vector_runs_give_the_same_bits(algorithm, config, dtype, images, seed):
+    """im2col and col2im ("gemm"), and the stride-2 phases ("direct"), in whole vector
+    instructions (machines with AVX-512) or in loops (the others): every output and gradient
+    the same bits, several images per product included."""
     cfg, shape = config
     assume(window_fits(cfg, shape))
     args = conv_arguments(cfg, (images,) + shape[1:], dtype, seed)
     results, machine = [], conv_numba.VECTOR_RUNS
     try:
-        with conv_numba.forcing("gemm"):
+        with conv_numba.forcing(algorithm):
             for vector_runs in (False, True):
                 conv_numba.VECTOR_RUNS = vector_runs
                 results.append(conv_outputs(conv_numba, *args, dout_seed=seed + 2))

@@ -506,7 +506,7 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
         return _forward_spreading(x, w, b, stride, pads, dilation, relu, pool, need_cache)
     if pool and not (compiled and algorithm(x.shape, w.shape, stride, dilation) == "winograd"):
         # only Winograd pools each image's output in its kernel; the others pool afterwards
-        out, cache = forward(x, w, b, stride, pads, dilation, relu)
+        out, cache = forward(x, w, b, stride, pads, dilation, relu, need_cache=need_cache)
         return conv_pool.after(pool_numba, out, cache, pool, relu, need_cache)
     if not compiled:                            # e.g. float16: NumPy's kernels
         out, cache = conv_fast.forward(x, w, b, stride, pads, dilation, relu)
@@ -530,8 +530,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     W_out = window_output_size(x.shape[3], KW, stride_w, pads[1], dil_w)
     if algo == "direct":                # the cache keeps the padded input's phases
         out, xq = conv_direct.forward(x, w, b, stride, pads, dilation, H_out, W_out, relu,
-                                      pooled, divisor)
-        return out, (algo, xq, w, b is not None, x.shape, pads, dilation)
+                                      pooled, divisor, need_cache, VECTOR_RUNS)
+        return out, ((algo, xq, w, b is not None, x.shape, pads, dilation) if need_cache
+                     else None)
     x_pad = _padded(x, pads)
     N, C, H_pad, W_pad = x_pad.shape
     out = workspace.empty((N, O, H_out, W_out), w.dtype)
@@ -575,10 +576,10 @@ def _forward_spreading(x, w, b, stride, pads, dilation, relu, pool, need_cache):
         W_out = window_output_size(x.shape[3], w.shape[3], stride[1], pads[1], dilation[1])
         pooled = workspace.empty((N, O, H_out // 2, W_out // 2), w.dtype)
         out, cache = forward(x, w, b, stride, pads, dilation, relu, pooled=pooled,
-                             divisor=divisor)
+                             divisor=divisor, need_cache=need_cache)
         pool_cache = (out.shape,) + _WINDOW + (np.full(pooled.shape[2:], divisor, w.dtype),)
         return pooled, ((cache, (pool_cache, out if relu else None)) if need_cache else None)
-    out, cache = forward(x, w, b, stride, pads, dilation, relu)
+    out, cache = forward(x, w, b, stride, pads, dilation, relu, need_cache=need_cache)
     return conv_pool.after(pool_numba, out, cache, pool, relu, need_cache)
 
 

@@ -131,6 +131,46 @@ def copy_run(target, at, source, start, n):
 
 
 @intrinsic
+def _every_other_lanes(typingctx, target, at, source, start, count):
+    """target[at : at + count] = source[start : start + 2·count − 1 : 2], count <= LANES: two
+    masked loads of the pairs, the first of each pair picked by a shuffle."""
+    _check(target, source, at, start, count)
+
+    def codegen(context, builder, signature, args):
+        target, at, source, start, count = args
+        vector, align = _vector(context, signature.args[0])
+        load = _masked(builder, "load", vector)
+        reach = builder.sub(builder.add(count, count), ir.Constant(_I64, 1))
+        halves = []
+        for h in (0, 1):
+            lanes = builder.add(_LANE_NUMBERS, _splat(builder, ir.Constant(_I64, h * LANES)))
+            halves.append(builder.call(load, [
+                _pointer(context, builder, signature.args[2], source,
+                         builder.add(start, ir.Constant(_I64, h * LANES)), vector), align,
+                builder.icmp_unsigned("<", lanes, _splat(builder, reach)),
+                ir.Constant(vector, ir.Undefined)]))
+        evens = builder.shuffle_vector(halves[0], halves[1], ir.Constant(
+            ir.VectorType(_I32, LANES), [2 * i for i in range(LANES)]))
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        builder.call(_masked(builder, "store", vector), [
+            evens, _pointer(context, builder, signature.args[0], target, at, vector), align, on])
+    return types.void(target, at, source, start, count), codegen
+
+
+@helper()
+def copy_every_other(target, at, source, start, n):
+    """target[at : at + n] = source[start : start + 2n − 1 : 2] (1-D arrays of one float
+    dtype), LANES values per step: a stride-2 convolution's input split into its column
+    phases (``conv_direct``)."""
+    u = np.uint64
+    at, start, n, lanes, done = u(at), u(start), u(n), u(LANES), u(0)
+    while n - done > lanes:
+        _every_other_lanes(target, at + done, source, start + done + done, lanes)
+        done += lanes
+    _every_other_lanes(target, at + done, source, start + done + done, n - done)
+
+
+@intrinsic
 def _add_taps_lanes(typingctx, target, at, count, source, start, first, run, taps, tap_step):
     """target[at + l] += Σ_q source[start + q·tap_step + first + l − q] for lanes l < count,
     q = 0, 1, ..., taps − 1 in that order, each term only where 0 <= first + l − q < run (the
