@@ -481,9 +481,15 @@ def test_direct_conv_layer_matches_torch(config, seed):
 # ----------------------------------------------------------------------------------------
 # pooling
 # ----------------------------------------------------------------------------------------
+#: resnet's 3×3 stride-2 max-pool on rows of more than 16 windows (lanes_numba.window_max_row)
+WIDE_POOL = ((2, 2, 7, 71), (3, 3), (2, 2), ((1, 1), (1, 1)))
+
+
 @pytest.mark.parametrize("kind", WINDOWED)
 @given(config=kernel_configs(), seed=seeds, ties=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]))
+@example(config=WIDE_POOL, seed=0, ties=True, dtype=np.float32)
+@example(config=WIDE_POOL, seed=1, ties=False, dtype=np.float64)
 def test_numba_pool_equals_loops(kind, config, seed, ties, dtype):
     """Same additions in the same order, same comparisons: the same bits, float32 and float64."""
     shape, kernel, stride, pads = config
@@ -500,6 +506,7 @@ def test_numba_pool_equals_loops(kind, config, seed, ties, dtype):
        dtype=st.sampled_from([np.float32, np.float64]))
 @example(config=((2, 3, 8, 6), (2, 2), (2, 2), ((0, 0), (0, 0))), seed=0, ties=True,
          nan=True, dtype=np.float32)                        # the 2×2 kernel
+@example(config=WIDE_POOL, seed=2, ties=True, nan=True, dtype=np.float64)
 def test_max_pool_for_prediction_gives_the_same_bits(config, seed, ties, nan, dtype):
     """need_cache=False (no_grad: no winners kept) computes the same maxima: the same
     comparisons in the same order, NaN included (a NaN that starts a window stays)."""

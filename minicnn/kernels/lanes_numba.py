@@ -171,6 +171,86 @@ def copy_every_other(target, at, source, start, n):
 
 
 @intrinsic
+def _window_max_lanes(typingctx, plane, start, W, rows, KW, count, out, out_at, winner, first,
+                      keep):
+    """For the windows l < count whose top-left element is plane[start + 2l] (columns two
+    apart, ``rows`` rows W apart, KW columns): out[out_at + l] := the window's maximum, its
+    elements visited row by row, a later one taking over only when strictly greater (as
+    pool_numba's loops: the first of equal maxima wins, a NaN only when first); with ``keep``,
+    winner[out_at + l] := its position first + 2l + r·W + q."""
+    _check(plane, out, start, W, rows, KW, count, out_at, keep)
+    if not (isinstance(winner, types.Array) and winner.dtype == types.int64
+            and winner.ndim == 1 and first == types.int64):
+        raise TypeError("lanes_numba: winner is a 1-D int64 array, first an int64")
+
+    def codegen(context, builder, signature, args):
+        plane, start, W, rows, KW, count, out, out_at, winner, first, keep = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        load = _masked(builder, "load", vector)
+        integers = ir.VectorType(_I64, LANES)
+        reach = _splat(builder, builder.sub(builder.add(count, count), ir.Constant(_I64, 1)))
+        evens = ir.Constant(ir.VectorType(_I32, LANES), [2 * i for i in range(LANES)])
+        doubled = builder.add(_LANE_NUMBERS, _LANE_NUMBERS)
+
+        def column(at):
+            """The values plane[at + 2l], l < count: evens of two masked loads."""
+            halves = []
+            for h in (0, 1):
+                lanes = builder.add(_LANE_NUMBERS, _splat(builder, ir.Constant(_I64, h * LANES)))
+                halves.append(builder.call(load, [
+                    _pointer(context, builder, kinds[0], plane,
+                             builder.add(at, ir.Constant(_I64, h * LANES)), vector), align,
+                    builder.icmp_unsigned("<", lanes, reach), ir.Constant(vector, ir.Undefined)]))
+            return builder.shuffle_vector(halves[0], halves[1], evens)
+
+        best = cgutils.alloca_once(builder, vector)          # registers, once LLVM is done
+        where = cgutils.alloca_once(builder, integers)
+        builder.store(column(start), best)
+        builder.store(builder.add(_splat(builder, first), doubled), where)
+        with cgutils.for_range(builder, rows) as row:
+            offset = builder.mul(row.index, W)
+            with cgutils.for_range(builder, KW) as q:
+                step = builder.add(offset, q.index)
+                value = column(builder.add(start, step))
+                greater = builder.fcmp_ordered(">", value, builder.load(best))
+                builder.store(builder.select(greater, value, builder.load(best)), best)
+                position = builder.add(builder.add(_splat(builder, first), doubled),
+                                       _splat(builder, step))
+                builder.store(builder.select(greater, position, builder.load(where)), where)
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        builder.call(_masked(builder, "store", vector), [
+            builder.load(best), _pointer(context, builder, kinds[6], out, out_at, vector), align,
+            on])
+        with builder.if_then(builder.icmp_unsigned("!=", keep, ir.Constant(_I64, 0))):
+            store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                ir.VoidType(), [integers, integers.as_pointer(), _I32,
+                                ir.VectorType(ir.IntType(1), LANES)]),
+                f"llvm.masked.store.v{LANES}i64.p0")
+            builder.call(store, [builder.load(where),
+                                 _pointer(context, builder, kinds[8], winner, out_at, integers),
+                                 ir.Constant(_I32, 8), on])
+    sig = types.void(plane, start, W, rows, KW, count, out, out_at, winner, first, keep)
+    return sig, codegen
+
+
+@helper()
+def window_max_row(plane, start, W, rows, KW, n, out, out_at, winner, first, keep):
+    """out[out_at : out_at + n] := the maxima of n windows two columns apart (a stride-2 max
+    pool's output row, its windows inside the plane), ``rows`` × KW elements each from
+    plane[start + 2j] (rows W apart); with ``keep``, winner likewise := each maximum's position
+    first + 2j + r·W + q; LANES windows at a time (``_window_max_lanes``)."""
+    u = np.uint64
+    start, W, rows, KW, n, out_at, keep = u(start), u(W), u(rows), u(KW), u(n), u(out_at), u(keep)
+    lanes, done = u(LANES), u(0)
+    while done < n:
+        count = min(lanes, n - done)
+        _window_max_lanes(plane, start + done + done, W, rows, KW, count, out, out_at + done,
+                          winner, np.int64(first) + np.int64(done + done), keep)
+        done += count
+
+
+@intrinsic
 def _add_taps_lanes(typingctx, target, at, count, source, start, first, run, taps, tap_step):
     """target[at + l] += Σ_q source[start + q·tap_step + first + l − q] for lanes l < count,
     q = 0, 1, ..., taps − 1 in that order, each term only where 0 <= first + l − q < run (the
