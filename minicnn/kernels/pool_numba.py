@@ -409,3 +409,26 @@ def avg_backward(dout, cache, clip=None):
         return dx
     _sum_backward(dout, divisor, dx, *_geometry(x_shape, kernel, stride, pads)[2:])
     return dx if clip is None else elementwise_numba.relu_backward(dx, clip)
+
+
+@kernel(parallel=True)
+def _global_mean(x, out):
+    """out (N·C,) := the mean of each plane of x (N·C, H·W), summed in float64 in order."""
+    planes, HW = x.shape
+    for p in prange(planes):
+        total = 0.0
+        for i in range(HW):
+            total += np.float64(x[p, i])
+        out[p] = total / HW
+
+
+def global_mean(x):
+    """x (N, C, H, W) -> (N, C) in x's dtype: the mean of each plane, its sum in float64 in
+    order (NumPy's mean over two small axes spends ~15 ns per plane outside its sum: 2 ms for
+    resnet_small's (500, 256, 2, 2), against 0.05 ms here)."""
+    if x.dtype not in COMPILED_DTYPES:
+        return x.mean(axis=(2, 3))
+    N, C, H, W = x.shape
+    out = np.empty((N, C), x.dtype)
+    _global_mean(np.ascontiguousarray(x).reshape(N * C, H * W), out.reshape(N * C))
+    return out
