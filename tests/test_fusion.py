@@ -403,6 +403,8 @@ def test_clip_in_the_backward_pass_is_the_relu_gradient(backend, algorithm, conf
 @settings(max_examples=max(10, settings.default.max_examples // 4))
 @given(config=kernel_configs(), two_by_two=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+@example(config=((2, 2, 5, 70), (2, 2), (2, 2), ((0, 0), (0, 0))), two_by_two=True,
+         dtype=np.float32, seed=0)    # rows of 35 windows: three turns of lanes_numba.spread_rows
 def test_clip_in_an_average_pool_is_the_relu_gradient(backend, kind, config, two_by_two, dtype,
                                                       seed):
     """An average or sum pool's ``clip=x`` (its input, a ReLU's output) gives the spread

@@ -523,9 +523,11 @@ def test_max_pool_for_prediction_gives_the_same_bits(config, seed, ties, nan, dt
 
 @pytest.mark.parametrize("kind", WINDOWED)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 7, 9), (3, 1, 2, 2), (1, 1, 3, 3)])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 7, 9), (3, 1, 2, 2), (1, 1, 3, 3),
+                                   (1, 2, 6, 71)])
 def test_2x2_stride_2_kernels_equal_loops(kind, dtype, shape):
-    """The zoo's window has kernels of its own; odd sizes leave a row or column uncovered."""
+    """The zoo's window has kernels of its own; odd sizes leave a row or column uncovered;
+    rows of more than 16 windows take several turns of lanes_numba's vectors."""
     for x in (normal(shape, 0), with_ties(shape, 1), np.full(shape, -0.0)):
         x = x.astype(dtype)
         out_loops, dx_loops = run_kernels(pool_loops, kind, x, 2, (2, 2), (2, 2), ((0, 0), (0, 0)))
@@ -533,6 +535,28 @@ def test_2x2_stride_2_kernels_equal_loops(kind, dtype, shape):
         np.testing.assert_array_equal(out_numba, out_loops, err_msg=f"{kind} {shape}")
         np.testing.assert_array_equal(dx_numba, dx_loops, err_msg=f"{kind} {shape}")
         assert np.array_equal(np.signbit(dx_numba), np.signbit(dx_loops)), "signs of zeros"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_vector_runs_give_the_same_bits(monkeypatch, dtype):
+    """Stride-2 max windows and 2×2 spreads in whole vector instructions (machines with
+    AVX-512) or in loops (the others): the same maxima, winners and spread gradients, NaN,
+    ties and the ReLU's gradient included, rows of more than 16 windows."""
+    x = with_ties((2, 3, 9, 71), 0).astype(dtype)
+    x.flat[::9] = np.nan
+    dy = normal((2, 3, 5, 36), 1).astype(dtype)
+    dpool = normal((2, 3, 4, 35), 2).astype(dtype)
+    runs = []
+    for vector_runs in (False, True):
+        monkeypatch.setattr(pool_numba, "VECTOR_RUNS", vector_runs)
+        out, (shape, winner) = pool_numba.max_forward(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+        values, _ = pool_numba.max_forward(x, (3, 3), (2, 2), ((1, 1), (1, 1)), False)
+        dx = pool_numba.max_backward(dy, (shape, winner))
+        _, cache = pool_numba.avg_forward(x, (2, 2), (2, 2), ((0, 0), (0, 0)), True)
+        spread = pool_numba.avg_backward(dpool, cache, clip=np.maximum(x, 0))
+        runs.append([out, values, winner, dx, spread])
+    for plain, vector in zip(*runs):
+        np.testing.assert_array_equal(vector, plain)
 
 
 def test_numba_pool_reads_non_contiguous_input():

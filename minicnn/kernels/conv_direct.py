@@ -208,7 +208,7 @@ def widen(dout, wide, Wq):
 
 
 @kernel(parallel=True)
-def _widen_spread(dpool, divisor, clip, clipping, wide, H_out, W_out, Wq):
+def _widen_spread(dpool, divisor, clip, clipping, wide, H_out, W_out, Wq, vector_runs):
     """wide (N, O, L) := the gradient of a 2×2 sum pool / divisor, dpool (N, O, ⌊H_out/2⌋,
     ⌊W_out/2⌋) the pool's output's gradient, spread over the output (N, O, H_out, W_out) and
     laid out on the grid of width Wq, as ``widen`` (``pool_numba.spread_2x2``, with the ReLU's
@@ -219,7 +219,7 @@ def _widen_spread(dpool, divisor, clip, clipping, wide, H_out, W_out, Wq):
         n, o = no // O, no % O
         wide[n, o] = 0
         spread_2x2(dpool[n, o], divisor, zero, clip[n, o], clipping, wide[n, o], H_out, W_out,
-                   Wq)
+                   Wq, vector_runs)
 
 
 @kernel(parallel=True, fastmath=SUM)
@@ -363,12 +363,14 @@ def forward(x, w, b, stride, pads, dilation, H_out, W_out, relu=False, pooled=No
     return out, (xq if need_cache else None)
 
 
-def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True, spread=None):
+def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True, spread=None,
+             vector_runs=False):
     """(dx (N, C, H, W) or None, dw (O, C, KH, KW), db (O,)) given dout (N, O, H_out, W_out),
     xq from ``forward``, and w. dw and db are summed in groups of ``group`` images, the groups
     in order. ``spread`` = (out_shape, divisor, clip): dout is instead the gradient of the 2×2
     pool after the layer (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋), spread over the output (N, O, H_out,
-    W_out) / divisor, where clip (the clipped output, or None) is > 0, as it is laid out."""
+    W_out) / divisor, where clip (the clipped output, or None) is > 0, as it is laid out
+    (LANES shares at a time with ``vector_runs``, ``pool_numba.spread_2x2``)."""
     N, O, H_out, W_out = dout.shape if spread is None else spread[0]
     KH, KW = w.shape[2:]
     Wq = xq.shape[5]
@@ -379,7 +381,7 @@ def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True, spread=N
     else:
         _, divisor, clip = spread
         _widen_spread(dout, w.dtype.type(divisor), dout if clip is None else clip,
-                      clip is not None, wide, H_out, W_out, Wq)
+                      clip is not None, wide, H_out, W_out, Wq, vector_runs)
     partial = np.empty((-(-N // group), O, offsets.size + 1), dtype=w.dtype)
     _weights(wide, xq, offsets, partial, group)
     dwb = partial.sum(axis=0)

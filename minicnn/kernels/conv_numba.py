@@ -372,7 +372,8 @@ def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_p
                 if spreading:
                     for o in range(O):
                         spread_2x2(dpool[n0 + b, o], divisor, zero, clip[n0 + b, o], clipping,
-                                   douts[numba.get_thread_id(), o, b], H_out, W_out, W_out)
+                                   douts[numba.get_thread_id(), o, b], H_out, W_out, W_out,
+                                   vector_runs)
                 elif B > 1:
                     douts[numba.get_thread_id(), :, b] = dout[n0 + b]
             if B == 1 and not spreading:
@@ -623,7 +624,7 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
             spread = (pool_cache[0], pool_numba.two_by_two_divisor(pool_cache[4], w.dtype),
                       out)
         dx, dw, db = conv_direct.backward(dout, x_pad, w, x_shape, pads, geometry, _GROUP,
-                                          need_dx, spread)
+                                          need_dx, spread, VECTOR_RUNS)
         return _clipped(dx, clip), dw, db if has_bias else None
     N, C, H, W = x_shape
     x_ph, (*geometry, W_pad) = x_pad, geometry     # gemm's cache: the phased input

@@ -251,6 +251,77 @@ def window_max_row(plane, start, W, rows, KW, n, out, out_at, winner, first, kee
 
 
 @intrinsic
+def _spread_lanes(typingctx, d, d_at, count, divisor, clip, k0_at, k1_at, clipping, target,
+                  r0_at, r1_at):
+    """The gradient of count 2×2 sums side by side: share_l = 0 + d[d_at + l] / divisor, and
+    target[r0_at + 2l + q] and target[r1_at + 2l + q] := share_l (q = 0, 1), with
+    ``clipping`` only where clip[k0_at + 2l + q] (clip[k1_at + ...] for the second row) > 0,
+    else 0: ``pool_numba.spread_2x2``'s arithmetic, its shares doubled by a shuffle."""
+    _check(target, d, d_at, count, k0_at, k1_at, clipping, r0_at, r1_at)
+    if clip != d or divisor != d.dtype:
+        raise TypeError("lanes_numba: clip is an array like d, divisor a scalar of its dtype")
+
+    def codegen(context, builder, signature, args):
+        d, d_at, count, divisor, clip, k0_at, k1_at, clipping, target, r0_at, r1_at = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
+        zeros = ir.Constant(vector, [0.0] * LANES)
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        one = builder.insert_element(ir.Constant(vector, ir.Undefined), divisor,
+                                     ir.Constant(_I32, 0))
+        divisors = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, LANES),
+                                                                [0] * LANES))
+        values = builder.call(load, [_pointer(context, builder, kinds[0], d, d_at, vector),
+                                     align, on, zeros])
+        share = builder.fadd(zeros, builder.fdiv(values, divisors))
+        clipping_bit = builder.icmp_unsigned("!=", clipping, ir.Constant(_I64, 0))
+        for h in (0, 1):
+            doubled = builder.shuffle_vector(share, share, ir.Constant(
+                ir.VectorType(_I32, LANES), [h * LANES // 2 + i // 2 for i in range(LANES)]))
+            columns = builder.add(_LANE_NUMBERS, _splat(builder, ir.Constant(_I64, h * LANES)))
+            inside = builder.icmp_unsigned("<", columns, _splat(builder, builder.add(count,
+                                                                                     count)))
+            for k_at, r_at in ((k0_at, r0_at), (k1_at, r1_at)):
+                offset = ir.Constant(_I64, h * LANES)
+                kept = builder.call(load, [_pointer(context, builder, kinds[4], clip,
+                                                    builder.add(k_at, offset), vector), align,
+                                           builder.and_(inside, _splat_bit(builder,
+                                                                          clipping_bit)),
+                                           zeros])
+                keep = builder.or_(_splat_bit(builder, builder.not_(clipping_bit)),
+                                   builder.fcmp_ordered(">", kept, zeros))
+                builder.call(store, [builder.select(keep, doubled, zeros),
+                                     _pointer(context, builder, kinds[8], target,
+                                              builder.add(r_at, offset), vector),
+                                     align, inside])
+    sig = types.void(d, d_at, count, divisor, clip, k0_at, k1_at, clipping, target, r0_at, r1_at)
+    return sig, codegen
+
+
+def _splat_bit(builder, bit):
+    """A vector of LANES copies of the i1 ``bit``."""
+    kind = ir.VectorType(ir.IntType(1), LANES)
+    one = builder.insert_element(ir.Constant(kind, ir.Undefined), bit, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+@helper()
+def spread_rows(d, d_at, n, divisor, clip, k0_at, k1_at, clipping, target, r0_at, r1_at):
+    """``_spread_lanes`` for n shares (a row of a 2×2 pool's gradient), LANES at a time."""
+    u = np.uint64
+    d_at, n, k0_at, k1_at = u(d_at), u(n), u(k0_at), u(k1_at)
+    clipping, r0_at, r1_at = u(clipping), u(r0_at), u(r1_at)
+    lanes, done = u(LANES), u(0)
+    while done < n:
+        count = min(lanes, n - done)
+        _spread_lanes(d, d_at + done, count, divisor, clip, k0_at + done + done,
+                      k1_at + done + done, clipping, target, r0_at + done + done,
+                      r1_at + done + done)
+        done += count
+
+
+@intrinsic
 def _add_taps_lanes(typingctx, target, at, count, source, start, first, run, taps, tap_step):
     """target[at + l] += Σ_q source[start + q·tap_step + first + l − q] for lanes l < count,
     q = 0, 1, ..., taps − 1 in that order, each term only where 0 <= first + l − q < run (the

@@ -20,7 +20,7 @@ from numba import prange
 
 from . import elementwise_numba, pool_fast, workspace
 from .jit import COMPILED_DTYPES, Fallback, helper, kernel
-from .lanes_numba import MASKED_STORES, window_max_row
+from .lanes_numba import MASKED_STORES, spread_rows, window_max_row
 
 
 #: windows in whole vector instructions (``lanes_numba``) where masked stores are fast (AVX-512),
@@ -287,19 +287,27 @@ def _sum_backward(dout, divisor, dx, KH, KW, stride_h, stride_w, pad_top, pad_le
 
 
 @helper(inline="always")
-def spread_2x2(d, divisor, zero, clip, clipping, target, H, W, row_stride):
+def spread_2x2(d, divisor, zero, clip, clipping, target, H, W, row_stride, vector_runs):
     """The gradient of ``sum_2x2_plane`` for one plane: target[r·row_stride + s] (r < H, s < W,
     target flat) := d[r // 2, s // 2] / divisor, d (H_out, W_out) the output's gradient; with
     ``clipping`` only where clip[r, s] (H, W), the output of the ReLU before the pool, is > 0
     (its gradient, as ``elementwise_numba.relu_backward``), 0 elsewhere, and 0 in the rows and
     columns no window covers. Other entries of target are not touched (``conv_direct`` spreads
-    onto its grid of width row_stride > W)."""
+    onto its grid of width row_stride > W). With ``vector_runs`` a row of shares goes
+    LANES at a time (``lanes_numba.spread_rows``; d and clip contiguous), the same values."""
     H_out, W_out = d.shape
     u = np.uint64
     if 2 * H_out < H or 2 * W_out < W:
         for r in range(H):
             for s in range(W):
                 target[u(r) * u(row_stride) + u(s)] = zero
+    if vector_runs:
+        flat_d, flat_clip = d.reshape(d.size), clip.reshape(clip.size)
+        for i in range(H_out):
+            spread_rows(flat_d, i * W_out, W_out, divisor, flat_clip, 2 * i * W,
+                        (2 * i + 1) * W, clipping, target, u(2 * i) * u(row_stride),
+                        u(2 * i + 1) * u(row_stride))
+        return
     for i in range(H_out):
         r0 = target[u(2 * i) * u(row_stride):]
         r1 = target[u(2 * i + 1) * u(row_stride):]
@@ -321,7 +329,7 @@ def spread_2x2(d, divisor, zero, clip, clipping, target, H, W, row_stride):
 
 
 @kernel(parallel=True)
-def _sum_backward_2x2(dout, divisor, dx, zero, clip, clipping):
+def _sum_backward_2x2(dout, divisor, dx, zero, clip, clipping, vector_runs):
     """dx (N, C, H, W) := each dout / divisor spread over its 2×2 window; with ``clipping``,
     only where clip (N, C, H, W), the output of the ReLU before the pool, is > 0 (its gradient,
     as ``elementwise_numba.relu_backward``), 0 elsewhere: one pass over dx instead of two."""
@@ -330,7 +338,7 @@ def _sum_backward_2x2(dout, divisor, dx, zero, clip, clipping):
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         spread_2x2(dout[n, c], divisor, zero, clip[n, c], clipping, dx[n, c].reshape(H * W),
-                   H, W, W)
+                   H, W, W, vector_runs)
 
 
 def two_by_two_divisor(divisor, dtype):
@@ -405,7 +413,7 @@ def avg_backward(dout, cache, clip=None):
         clipping = clip is not None
         clip = np.ascontiguousarray(clip, dtype=dx.dtype) if clipping else dx
         _sum_backward_2x2(dout, two_by_two_divisor(divisor, dx.dtype), dx, dx.dtype.type(0), clip,
-                          clipping)
+                          clipping, VECTOR_RUNS)
         return dx
     _sum_backward(dout, divisor, dx, *_geometry(x_shape, kernel, stride, pads)[2:])
     return dx if clip is None else elementwise_numba.relu_backward(dx, clip)
