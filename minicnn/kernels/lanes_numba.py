@@ -63,9 +63,18 @@ _LANE_NUMBERS = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
 
 def _splat(builder, value):
     """A vector of LANES copies of the 64-bit integer ``value``."""
-    one = builder.insert_element(ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), value,
-                                 ir.Constant(_I32, 0))
+    return _splat_value(builder, ir.VectorType(_I64, LANES), value)
+
+
+def _splat_value(builder, vector, value):
+    """A vector of type ``vector`` holding LANES copies of the scalar ``value``."""
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(_I32, 0))
     return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+def _splat_bit(builder, bit):
+    """A vector of LANES copies of the i1 ``bit``."""
+    return _splat_value(builder, ir.VectorType(ir.IntType(1), LANES), bit)
 
 
 def _vector(context, array_type):
@@ -268,10 +277,7 @@ def _spread_lanes(typingctx, d, d_at, count, divisor, clip, k0_at, k1_at, clippi
         load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
         zeros = ir.Constant(vector, [0.0] * LANES)
         on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
-        one = builder.insert_element(ir.Constant(vector, ir.Undefined), divisor,
-                                     ir.Constant(_I32, 0))
-        divisors = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, LANES),
-                                                                [0] * LANES))
+        divisors = _splat_value(builder, vector, divisor)
         values = builder.call(load, [_pointer(context, builder, kinds[0], d, d_at, vector),
                                      align, on, zeros])
         share = builder.fadd(zeros, builder.fdiv(values, divisors))
@@ -297,13 +303,6 @@ def _spread_lanes(typingctx, d, d_at, count, divisor, clip, k0_at, k1_at, clippi
                                      align, inside])
     sig = types.void(d, d_at, count, divisor, clip, k0_at, k1_at, clipping, target, r0_at, r1_at)
     return sig, codegen
-
-
-def _splat_bit(builder, bit):
-    """A vector of LANES copies of the i1 ``bit``."""
-    kind = ir.VectorType(ir.IntType(1), LANES)
-    one = builder.insert_element(ir.Constant(kind, ir.Undefined), bit, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
 
 
 @helper()
@@ -402,11 +401,7 @@ def _taps_block(typingctx, rows, length, image, offsets, weights, bias, k0, coun
         taps = builder.extract_value(offsets_array.shape, 0)
 
         def broadcast(pointer):
-            value = builder.load(pointer)
-            one = builder.insert_element(ir.Constant(vector, ir.Undefined), value,
-                                         ir.Constant(_I32, 0))
-            return builder.shuffle_vector(one, one,
-                                          ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+            return _splat_value(builder, vector, builder.load(pointer))
 
         sums = []
         for o in range(CHANNELS):                           # registers, once LLVM is done

@@ -28,16 +28,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .jit import helper
-from .lanes_numba import _I32, _I64, _LANE_NUMBERS, LANES, _masked, _pointer, _splat, _vector
-
-
-def _check(m, out, integers):
-    if not (isinstance(m, types.Array) and isinstance(out, types.Array)
-            and m.ndim == out.ndim == 1 and m.dtype == out.dtype
-            and m.dtype in (types.float32, types.float64)):
-        raise TypeError("winograd_lanes: two 1-D float32 or float64 arrays of one dtype")
-    if any(integer != types.uint64 for integer in integers):
-        raise TypeError("winograd_lanes: the offsets, counts and flags are uint64")
+from .lanes_numba import (_I32, _I64, _LANE_NUMBERS, LANES, _check, _masked, _pointer, _splat,
+                          _splat_bit, _splat_value, _vector)
 
 
 def _outputs(context, builder, kinds, m, start, stride, count, bias, relu):
@@ -56,8 +48,7 @@ def _outputs(context, builder, kinds, m, start, stride, count, bias, relu):
     top = [builder.fadd(builder.fadd(rows[k], rows[4 + k]), rows[8 + k]) for k in range(4)]
     bottom = [builder.fsub(builder.fsub(rows[4 + k], rows[8 + k]), rows[12 + k])
               for k in range(4)]
-    one = builder.insert_element(ir.Constant(vector, ir.Undefined), bias, ir.Constant(_I32, 0))
-    b = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    b = _splat_value(builder, vector, bias)
     outputs = []
     for s in (top, bottom):
         outputs.append(builder.fadd(builder.fadd(builder.fadd(s[0], s[1]), s[2]), b))
@@ -71,19 +62,12 @@ def _outputs(context, builder, kinds, m, start, stride, count, bias, relu):
     return clipped, on, align, vector
 
 
-def _splat_bit(builder, bit):
-    """A vector of LANES copies of the i1 ``bit``."""
-    kind = ir.VectorType(ir.IntType(1), LANES)
-    one = builder.insert_element(ir.Constant(kind, ir.Undefined), bit, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-
-
 @intrinsic
 def _rows_lanes(typingctx, m, start, stride, count, bias, relu, out, at, width, second):
     """out[at + 2l + i] := y0i and, when ``second``, out[at + W + 2l + i] := y1i (W =
     ``second``) for the tiles l < count of m (see _outputs), only the output columns 2l + i
     < width."""
-    _check(m, out, (start, stride, count, relu, at, width, second))
+    _check(m, out, start, stride, count, relu, at, width, second)
 
     def codegen(context, builder, signature, args):
         m, start, stride, count, bias, relu, out, at, width, second = args
@@ -118,7 +102,7 @@ def _pool_lanes(typingctx, m, start, stride, count, bias, relu, out, at, winner,
     _outputs), the first of them on a tie (strictly greater replaces), and with ``keep``
     winner[at + l] := its flat position in the output plane of width W: corner + 2l, + 1,
     + W or + W + 1."""
-    _check(m, out, (start, stride, count, relu, at, W, keep))
+    _check(m, out, start, stride, count, relu, at, W, keep)
     if not (isinstance(winner, types.Array) and winner.dtype == types.int64
             and winner.ndim == 1 and corner == types.int64):
         raise TypeError("winograd_lanes: winner is a 1-D int64 array, corner an int64")
@@ -208,7 +192,7 @@ def _input_lanes(typingctx, x, at, W, limit, count, v, v_at, T):
     """v[v_at + (4k + i)·T + l] := (Bᵀ d B)[k, i] for the tiles l < count whose 4×4 input d
     starts at x[at + 2l] (rows W apart; only the columns < limit of each row are read), in
     conv_winograd._transform_input's order: Bᵀ down the columns, then B along the rows."""
-    _check(x, v, (at, W, limit, count, v_at, T))
+    _check(x, v, at, W, limit, count, v_at, T)
 
     def codegen(context, builder, signature, args):
         x, at, W, limit, count, v, v_at, T = args
@@ -262,7 +246,7 @@ def _gradient_lanes(typingctx, dout, at, limit, below, below_limit, count, dm, d
     (≥ below_limit in the second row: 0 when the row is missing) counts as 0. In
     conv_winograd's order: A down the columns, rows (a, a + c, a − c, −c); then Aᵀ along the
     rows, (p, p + q, p − q, −q)."""
-    _check(dout, dm, (at, limit, below, below_limit, count, dm_at, T))
+    _check(dout, dm, at, limit, below, below_limit, count, dm_at, T)
 
     def codegen(context, builder, signature, args):
         dout, at, limit, below, below_limit, count, dm, dm_at, T = args
@@ -319,7 +303,7 @@ def _pooled_lanes(typingctx, dpool, at, pooled, winner, corner, W, clipped, clip
     winner[at + l] (corner + 2l, + 1, + W or + W + 1 in the output plane of width W), 0 at its
     other three outputs: what ``pool_numba.max_backward`` writes into zeros. Tiles pooled <= l <
     count get 0 (the pool dropped them)."""
-    _check(dpool, dm, (at, pooled, W, clip, count, dm_at, T))
+    _check(dpool, dm, at, pooled, W, clip, count, dm_at, T)
     if not (isinstance(winner, types.Array) and winner.dtype == types.int64
             and winner.ndim == 1 and corner == types.int64 and clipped == dpool):
         raise TypeError("winograd_lanes: winner 1-D int64, corner int64, clipped as dpool")
@@ -386,7 +370,7 @@ def _band_lanes(typingctx, dv, at, T, count, first, bands, band_at, stride):
     bands[band_at + k·stride + 2l + 1] := ((g1 − g2) + g3) − p3, g_i = dv[at + (4k + i)·T + l]
     the tile's and p_i the one before's (dv[... − 1]); with ``first``, lane 0 starts the row:
     g0 and (g1 − g2) + g3 (conv_winograd's order)."""
-    _check(dv, bands, (at, T, count, first, band_at, stride))
+    _check(dv, bands, at, T, count, first, band_at, stride)
 
     def codegen(context, builder, signature, args):
         dv, at, T, count, first, bands, band_at, stride = args
@@ -431,7 +415,7 @@ def _input_row_lanes(typingctx, bands, rows_at, above_at, stride, odd, count, dx
     dx[dx_at + l] := r0 + ((a1 + a2) − a0) (``odd`` 0) or ((r1 − r2) + r3) − a3, r_k =
     bands[rows_at + k·stride + l] this band's and a_k = bands[above_at + k·stride + l] the one
     before's; with ``clip``, 0 where x[dx_at + l] > 0 does not hold."""
-    _check(bands, dx, (rows_at, above_at, stride, odd, count, dx_at, clip))
+    _check(bands, dx, rows_at, above_at, stride, odd, count, dx_at, clip)
     if x != dx:
         raise TypeError("winograd_lanes: x is an array like dx")
 
