@@ -12,6 +12,8 @@ the n = N·H·W values of (N, H, W), and with inv_std = 1/sqrt(var + eps):
 """
 import numpy as np
 
+from . import elementwise_loops
+
 AXES = (0, 2, 3)        # the axes every channel's statistics run over: N, H, W
 
 
@@ -65,14 +67,18 @@ def saved_for_backward(cache):
     return cache
 
 
-def backward(dout, cache, weight):
+def backward(dout, cache, weight, clip=None):
     """dout (N, C, H, W), the cache of the forward pass, weight (C,) or None ->
     (dx (N, C, H, W), dweight (C,), dbias (C,)); dweight and dbias None without weight.
 
     With batch statistics, mean and var depend on every x, so with g = dout·γ:
         dx = (g − mean(g) − x_hat · mean(g · x_hat)) · inv_std,
     the means over (N, H, W). With given statistics they are constants: dx = g · inv_std.
+    ``clip``: the layer's output, clipped by the ReLU after it, whose gradient dout then gets
+    first: dout where clip > 0, else 0 (``layers.fusion``).
     """
+    if clip is not None:
+        dout = elementwise_loops.relu_backward(dout, clip)
     x_hat, inv_std, batch = cache
     dweight = dbias = None
     if weight is not None:

@@ -147,17 +147,27 @@ def _normalise(x, mean, inv_std, weight, bias, y, relu):
                           relu, first, last, c, C, np.uint64(HW))
 
 
+@helper(inline="always")
+def _relu_gradient(D, K, clipping, i):
+    """dout[i], or where ``clipping`` dout[i] if K[i] (the ReLU's output) > 0 else 0: the
+    gradient of the ReLU after the layer, as elementwise_numba.relu_backward makes it."""
+    d = D[i]
+    if clipping:
+        d = d if K[i] > D.dtype.type(0) else D.dtype.type(0)
+    return d
+
+
 @helper(fastmath=SUM)
-def _gradient_sums(D, X, mean, inv_std, S, P, first, last, c, C, u_HW):
+def _gradient_sums(D, K, clipping, X, mean, inv_std, S, P, first, last, c, C, u_HW):
     """S[nc], P[nc] (float64) := Σdout and Σdout·x_hat over the planes first .. last − 1,
-    x_hat = (x − mean)·inv_std as the forward pass made it."""
+    x_hat = (x − mean)·inv_std as the forward pass made it (dout: ``_relu_gradient``)."""
     for nc in range(first, last):
         m, s = mean[c], inv_std[c]
         at = np.uint64(nc) * u_HW
         total, dot = 0.0, 0.0
         for i in range(u_HW):
             x_hat = (X[at + i] - m) * s
-            d = np.float64(D[at + i])
+            d = np.float64(_relu_gradient(D, K, clipping, at + i))
             total += d
             dot += d * np.float64(x_hat)
         S[nc] = total
@@ -166,48 +176,52 @@ def _gradient_sums(D, X, mean, inv_std, S, P, first, last, c, C, u_HW):
 
 
 @helper(fastmath=FMA)
-def _input_gradient(D, X, mean, inv_std, scale, mean_dout, mean_dout_x_hat, G, first, last, c,
-                    C, u_HW):
+def _input_gradient(D, K, clipping, X, mean, inv_std, scale, mean_dout, mean_dout_x_hat, G,
+                    first, last, c, C, u_HW):
     """G := scale·(dout − mean_dout − x_hat·mean_dout_x_hat) over the planes first .. last − 1,
-    scale = γ·inv_std."""
+    scale = γ·inv_std (dout: ``_relu_gradient``)."""
     for nc in range(first, last):
         m, s, a, md, mdx = mean[c], inv_std[c], scale[c], mean_dout[c], mean_dout_x_hat[c]
         at = np.uint64(nc) * u_HW
         for i in range(u_HW):
             x_hat = (X[at + i] - m) * s
-            G[at + i] = a * (D[at + i] - md - x_hat * mdx)
+            G[at + i] = a * (_relu_gradient(D, K, clipping, at + i) - md - x_hat * mdx)
         c = c + 1 if c + 1 < C else 0
 
 
 @helper(inline="always")
-def _scale(D, scale, G, first, last, c, C, u_HW):
-    """G := dout·scale over the planes first .. last − 1 (the statistics were constants)."""
+def _scale(D, K, clipping, scale, G, first, last, c, C, u_HW):
+    """G := dout·scale over the planes first .. last − 1 (the statistics were constants; dout:
+    ``_relu_gradient``)."""
     for nc in range(first, last):
         a = scale[c]
         at = np.uint64(nc) * u_HW
         for i in range(u_HW):
-            G[at + i] = D[at + i] * a
+            G[at + i] = _relu_gradient(D, K, clipping, at + i) * a
         c = c + 1 if c + 1 < C else 0
 
 
 @kernel(parallel=True)
-def _backward(dout, x, mean, inv_std, gamma, batch, sums_needed, count, dx, dweight, dbias,
-              sums, products, totals, scale, means):
+def _backward(dout, clip, clipping, x, mean, inv_std, gamma, batch, sums_needed, count, dx,
+              dweight, dbias, sums, products, totals, scale, means):
     """The whole of ``backward`` in one call: when ``sums_needed``, dbias = Σdout and dweight =
     Σdout·x_hat per channel (per plane in float64, the planes of a channel added in order of
     n, then rounded to x's dtype); scale = γ·inv_std; with batch statistics dx =
     scale·(dout − Σdout/count − x_hat·Σdout·x_hat/count), else dx = scale·dout. dout, x, dx
     (N, C, H·W); the rest (C,) in x's dtype; sums, products (N·C,), totals (2, C) float64 and
-    means (2, C) in x's dtype scratch."""
+    means (2, C) in x's dtype scratch. With ``clipping``, dout is first the ReLU's gradient
+    where clip (N, C, H·W), the layer's clipped output, is > 0 (``_relu_gradient``)."""
     N, C, HW = x.shape
     D, X, G = dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size)
+    K = clip.reshape(clip.size)
     u_HW = np.uint64(HW)
     spans = min(_SPANS, N * C)
     total, dot = totals[0], totals[1]
     if sums_needed:
         for span in prange(spans):
             first, last, c = _span(span, spans, N * C, C)
-            _gradient_sums(D, X, mean, inv_std, sums, products, first, last, c, C, u_HW)
+            _gradient_sums(D, K, clipping, X, mean, inv_std, sums, products, first, last, c,
+                           C, u_HW)
         _channel_totals(sums, C, total)
         _channel_totals(products, C, dot)
         for c in range(C):
@@ -222,12 +236,12 @@ def _backward(dout, x, mean, inv_std, gamma, batch, sums_needed, count, dx, dwei
             mean_dout_x_hat[c] = dot[c] / count
         for span in prange(spans):
             first, last, c = _span(span, spans, N * C, C)
-            _input_gradient(D, X, mean, inv_std, scale, mean_dout, mean_dout_x_hat, G, first,
-                            last, c, C, u_HW)
+            _input_gradient(D, K, clipping, X, mean, inv_std, scale, mean_dout,
+                            mean_dout_x_hat, G, first, last, c, C, u_HW)
     else:
         for span in prange(spans):
             first, last, c = _span(span, spans, N * C, C)
-            _scale(D, scale, G, first, last, c, C, u_HW)
+            _scale(D, K, clipping, scale, G, first, last, c, C, u_HW)
 
 
 def _planes(a):
@@ -304,24 +318,29 @@ def saved_for_backward(cache):
     return _apply(x, mean, inv_std, None, None), inv_std, batch
 
 
-def backward(dout, cache, weight):
+def backward(dout, cache, weight, clip=None):
     """dout (N, C, H, W), the cache of the forward pass, weight (C,) or None ->
     (dx (N, C, H, W), dweight (C,), dbias (C,)); dweight and dbias None without weight.
 
     With batch statistics: dx = γ·inv_std·(dout − mean(dout) − x_hat·mean(dout·x_hat)), the
     means over (N, H, W) (``norm_loops.backward`` with γ taken out of the means); with given
-    statistics dx = γ·inv_std·dout. dweight = Σdout·x_hat, dbias = Σdout.
+    statistics dx = γ·inv_std·dout. dweight = Σdout·x_hat, dbias = Σdout. ``clip``: the
+    layer's output, clipped by the ReLU after it (``layers.fusion``): dout where clip > 0,
+    else 0, first, as each value is read (the ReLU's gradient, one pass fewer).
     """
     if isinstance(cache, Fallback):
-        return norm_loops.backward(dout, cache[0], weight)
+        return norm_loops.backward(dout, cache[0], weight, clip)
     x, mean, inv_std, batch = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     N, C, H, W = x.shape
     gamma = np.ones(C, x.dtype) if weight is None else weight.astype(x.dtype, copy=False)
     dx = workspace.empty_like(x)
     dweight, dbias = np.empty(C, x.dtype), np.empty(C, x.dtype)
+    clipping = clip is not None
+    clip = np.ascontiguousarray(clip, dtype=x.dtype) if clipping else dout
     _version(_backward, x.size)(
-        _planes(dout), _planes(x), mean, inv_std, gamma, batch, batch or weight is not None,
+        _planes(dout), _planes(clip), clipping, _planes(x), mean, inv_std, gamma, batch,
+        batch or weight is not None,
         N * H * W, _planes(dx), dweight, dbias, np.empty(N * C), np.empty(N * C),
         np.empty((2, C)), np.empty(C, x.dtype), np.empty((2, C), x.dtype))
     if weight is None:

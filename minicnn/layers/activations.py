@@ -60,7 +60,9 @@ class ReLU(_Elementwise):
         ``shape``: a MaxPool2D that ran in the convolution before it (a maximum not above 0
         sends none back, ``MaxPool2D.computed``), a convolution before it that ran the 2×2
         AvgPool2D or SumPool2D after it and spreads its gradient (``shape`` is then that
-        pool's output's, which the pool passes on), or a Conv2D, AvgPool2D or SumPool2D that
+        pool's output's, which the pool passes on), a BatchNorm2D before it that clipped its
+        own output (its backward pass reads dy only where that output is > 0,
+        ``BatchNorm2D.clips_output_gradient``), or a Conv2D, AvgPool2D or SumPool2D that
         takes it as input (its dx is kept only where its input is > 0,
         ``Conv2D.clips_input_gradient``). backward then passes dy on."""
         self._shape, self._dtype = shape, dtype

@@ -8,7 +8,9 @@ its output, and the ReLU's reads the clipped output (the ReLU keeps it, ``ReLU.c
 both layers keep what they keep unfused, and every number is the same bits.
 
 A BatchNorm2D followed by a ReLU (every stage of a ResNet, in training) clips its output the
-same way, each plane as it is written, and the ReLU keeps that output for its backward pass.
+same way, each plane as it is written; in training its backward pass then takes the ReLU's
+gradient as it reads dy (dy where the output is > 0), and the ReLU passes dy on
+(``BatchNorm2D.clips_output_gradient``, ``ReLU.applied_later``): one pass fewer, the same bits.
 
 In training, a Conv2D whose input is a ReLU's output (mnist_cnn's second) applies that ReLU's
 gradient itself: its input gradient is kept only where its input is > 0, the ReLU's rule, as
@@ -183,7 +185,12 @@ def run_chain(layers, x):
     """``layers`` (a chain from ``chain_length``) on x (N, C, H, W) -> their output."""
     if type(layers[0]) is BatchNorm2D:       # BatchNorm2D -> ReLU
         norm, relu = layers
-        return relu.computed(norm.forward(x, relu=True))
+        y = norm.forward(x, relu=True)
+        if not keeping_caches():
+            return relu.computed(y)
+        norm.clips_output_gradient(y)       # its backward pass takes the ReLU's gradient
+        relu.applied_later(y.shape, y.dtype)
+        return y
     conv, rest = layers[0], list(layers[1:])
     if not fusing(conv):            # Conv2D -> ReLU [-> a 2×2 pool], each keeping its cache
         if len(rest) == 1:

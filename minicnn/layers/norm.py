@@ -125,6 +125,7 @@ class BatchNorm2D(Layer):
 
         The arithmetic runs in ``minicnn.kernels.norm()``'s module (compiled by default)."""
         x = self._check_input(x)
+        self._clip = None
         batch = self.uses_batch_statistics()
         weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
         # backward must hand the cache to the module that wrote it, even if kernels.use()
@@ -144,6 +145,14 @@ class BatchNorm2D(Layer):
                                                   bias, self.eps, relu)
         self._cache = (cache, y.shape)
         return y
+
+    _CACHES = ("_cache", "_x", "_clip")
+
+    def clips_output_gradient(self, y):
+        """y, this layer's output in the last forward pass, was clipped by the ReLU after it
+        (``layers.fusion``): backward then takes that ReLU's gradient too, dy where y > 0, else
+        0, as it reads dy (``ReLU.applied_later``): one pass over the output's size fewer."""
+        self._clip = y
 
     def _update_running(self, mean, var, n):
         m = self.momentum
@@ -171,7 +180,8 @@ class BatchNorm2D(Layer):
             raise ShapeError(f"{self!r}: backward expected dy of the output's shape {shape}, "
                              f"got {dy.shape}")
         weight = self.weight.data if self.affine else None
-        dx, dweight, dbias = self._kernels.backward(dy, cache, weight)
+        dx, dweight, dbias = self._kernels.backward(dy, cache, weight,
+                                                    getattr(self, "_clip", None))
         if self.affine:
             self.weight.grad, self.bias.grad = dweight, dbias
         return dx
