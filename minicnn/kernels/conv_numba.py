@@ -161,6 +161,18 @@ def _pad_into(x, x_pad, pad_top, pad_left):
             x_pad[n, c, pad_top + h, pad_left:pad_left + W] = x[n, c, h]
 
 
+@kernel(parallel=True)
+def _crop_into(x_pad, x, pad_top, pad_left):
+    """x (N, C, H, W) := the inside of x_pad (N, C, H_pad, W_pad) from row pad_top and column
+    pad_left: the inverse of ``_pad_into`` (NumPy's copy of the strided view ran on one thread,
+    row by short row: 0.18 ms per resnet_small 3×3 layer and batch, several times this)."""
+    N, C, H, W = x.shape
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for h in range(H):
+            x[n, c, h] = x_pad[n, c, pad_top + h, pad_left:pad_left + W]
+
+
 def _padded(x, pads):
     (pad_top, pad_bottom), (pad_left, pad_right) = pads
     if pad_top == pad_bottom == pad_left == pad_right == 0:
@@ -673,8 +685,10 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
     if not need_dx:
         return None, dw, db
     (pad_top, _), (pad_left, _) = pads
-    dx = dx_pad if dx_pad.shape == x_shape else np.ascontiguousarray(
-        dx_pad[:, :, pad_top:pad_top + H, pad_left:pad_left + W])
+    dx = dx_pad
+    if dx_pad.shape != x_shape:
+        dx = workspace.empty(x_shape, dx_pad.dtype)
+        _crop_into(dx_pad, dx, pad_top, pad_left)
     return _clipped(dx, clip), dw, db
 
 
