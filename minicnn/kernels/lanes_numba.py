@@ -90,8 +90,10 @@ def _pointer(context, builder, array_type, array, offset, vector):
 
 
 def _masked(builder, kind, vector):
-    """LLVM's llvm.masked.load or llvm.masked.store of ``vector``."""
-    suffix = f"v{LANES}{'f32' if vector.element == ir.FloatType() else 'f64'}.p0"
+    """LLVM's llvm.masked.load or llvm.masked.store of ``vector`` (float32, float64 or int64
+    lanes)."""
+    element = {ir.FloatType(): "f32", ir.DoubleType(): "f64", _I64: "i64"}[vector.element]
+    suffix = f"v{LANES}{element}.p0"
     mask = ir.VectorType(ir.IntType(1), LANES)
     if kind == "load":      # (pointer, alignment, mask, values of the lanes masked off)
         signature = ir.FunctionType(vector, [vector.as_pointer(), _I32, mask, vector])
@@ -232,11 +234,7 @@ def _window_max_lanes(typingctx, plane, start, W, rows, KW, count, out, out_at, 
             builder.load(best), _pointer(context, builder, kinds[6], out, out_at, vector), align,
             on])
         with builder.if_then(builder.icmp_unsigned("!=", keep, ir.Constant(_I64, 0))):
-            store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-                ir.VoidType(), [integers, integers.as_pointer(), _I32,
-                                ir.VectorType(ir.IntType(1), LANES)]),
-                f"llvm.masked.store.v{LANES}i64.p0")
-            builder.call(store, [builder.load(where),
+            builder.call(_masked(builder, "store", integers), [builder.load(where),
                                  _pointer(context, builder, kinds[8], winner, out_at, integers),
                                  ir.Constant(_I32, 8), on])
     sig = types.void(plane, start, W, rows, KW, count, out, out_at, winner, first, keep)

@@ -24,7 +24,6 @@ wins against the first value; the first of equal values keeps the gradient).
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .jit import helper
@@ -126,12 +125,9 @@ def _pool_lanes(typingctx, m, start, stride, count, bias, relu, out, at, winner,
                      [best, _pointer(context, builder, kinds[6], out, at, vector), align, on])
         with builder.if_then(builder.icmp_unsigned("!=", keep, ir.Constant(_I64, 0))):
             integers = ir.VectorType(_I64, LANES)
-            store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-                ir.VoidType(), [integers, integers.as_pointer(), _I32,
-                                ir.VectorType(ir.IntType(1), LANES)]),
-                f"llvm.masked.store.v{LANES}i64.p0")
             to = _pointer(context, builder, kinds[8], winner, at, integers)
-            builder.call(store, [where, to, ir.Constant(_I32, 8), on])
+            builder.call(_masked(builder, "store", integers), [where, to, ir.Constant(_I32, 8),
+                                                               on])
     sig = types.void(m, start, stride, count, bias, relu, out, at, winner, corner, W, keep)
     return sig, codegen
 
@@ -324,10 +320,7 @@ def _pooled_lanes(typingctx, dpool, at, pooled, winner, corner, W, clipped, clip
                            g, zeros)
         g = builder.fadd(zeros, g)
         integers = ir.VectorType(_I64, LANES)
-        load_integers = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-            integers, [integers.as_pointer(), _I32, ir.VectorType(ir.IntType(1), LANES),
-                       integers]), f"llvm.masked.load.v{LANES}i64.p0")
-        where = builder.call(load_integers, [
+        where = builder.call(_masked(builder, "load", integers), [
             _pointer(context, builder, kinds[3], winner, at, integers), ir.Constant(_I32, 8),
             inside, ir.Constant(integers, [0] * LANES)])
         offset = builder.sub(where, builder.add(_splat(builder, corner),
