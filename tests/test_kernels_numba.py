@@ -310,6 +310,39 @@ def test_gemm_products_of_several_images_equal_loops(config, dtype, images, per_
                         conv_bounds(args, seed + 2, dtype))
 
 
+@pytest.mark.skipif(conv_numba.blas.GEMM is None, reason="the tiles replace a product of "
+                    "BLAS called from Numba, not available here")
+@given(config=conv_configs(), dtype=st.sampled_from([np.float64, np.float32]),
+       images=st.integers(1, 9), out_channels=st.integers(1, 16), seed=st.integers(0, 2**16))
+@settings(max_examples=40)
+def test_tiled_weight_gradient_equals_loops(config, dtype, images, out_channels, seed):
+    """The weights' gradient of up to 16 output channels in register tiles read straight from
+    the input (``tile_lanes``), and BLAS on im2col: each within the rounding bound of the
+    loops; the output and the input's gradient the same bits either way (only dw and db are
+    the tiles'). Images in groups of 4 (the tiles add each image onto the group's sums), any
+    number of rows of the weight gradient (a partial last tile of ``ROWS``), any stride,
+    dilation and padding (the windows' starts in the phased input)."""
+    cfg, shape = config
+    shape = (images,) + shape[1:]
+    assume(window_fits(cfg, shape))
+    cfg["out_channels"] = out_channels
+    args = conv_arguments(cfg, shape, dtype, seed)
+    reference = conv_outputs(conv_loops, *args, dout_seed=seed + 2)
+    bounds = conv_bounds(args, seed + 2, dtype)
+    results, machine = [], conv_numba.TILED_WEIGHTS
+    try:
+        with conv_numba.forcing("gemm"):
+            for tiled in (False, True):
+                conv_numba.TILED_WEIGHTS = tiled
+                results.append(conv_outputs(conv_numba, *args, dout_seed=seed + 2))
+                assert_same_outputs(results[-1], reference, dtype,
+                                    f"tiles {tiled}: {cfg} on {shape} {np.dtype(dtype)}", bounds)
+    finally:
+        conv_numba.TILED_WEIGHTS = machine
+    for name, blas_path, tiles in zip(NAMES[:2], *results):
+        np.testing.assert_array_equal(tiles, blas_path, err_msg=f"{name}: {cfg} on {shape}")
+
+
 def test_gemm_takes_several_small_images_per_product():
     """Small images share a product, large ones do not, and a small batch is still split
     among the threads."""

@@ -365,6 +365,57 @@ def add_taps(target, at, width, source, start, run, taps, tap_step):
                         tap_step)
 
 
+@intrinsic
+def _window_rows_lanes(typingctx, target, at, count, source, start, first, run, taps, tap_step,
+                       rows, row_step):
+    """target[at + l] := Σ_r Σ_q source[start + r·row_step + q·tap_step + first + l − q] for
+    lanes l < count, r < rows then q < taps in that order, each term only where 0 <= first +
+    l − q < run, the sum begun at 0 and kept in a register (``_add_taps_lanes`` for several
+    rows of window taps, the target not read)."""
+    _check(target, source, at, count, start, first, run, taps, tap_step, rows, row_step)
+
+    def codegen(context, builder, signature, args):
+        target, at, count, source, start, first, run, taps, tap_step, rows, row_step = args
+        vector, align = _vector(context, signature.args[0])
+        load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
+        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
+        zeros, run = ir.Constant(vector, [0.0] * LANES), _splat(builder, run)
+        total = cgutils.alloca_once(builder, vector)        # a register, once LLVM is done
+        builder.store(zeros, total)
+        with cgutils.for_range(builder, rows) as outer:
+            row = builder.add(start, builder.mul(outer.index, row_step))
+            with cgutils.for_range(builder, taps) as loop:
+                q = loop.index
+                shift = builder.sub(first, q)               # first − q: may wrap below 0
+                inside = builder.icmp_unsigned("<", builder.add(_LANE_NUMBERS,
+                                                                _splat(builder, shift)), run)
+                at_q = builder.add(builder.add(row, builder.mul(q, tap_step)), shift)
+                term = builder.call(load, [
+                    _pointer(context, builder, signature.args[3], source, at_q, vector), align,
+                    builder.and_(on, inside), zeros])
+                builder.store(builder.fadd(builder.load(total), term), total)
+        to = _pointer(context, builder, signature.args[0], target, at, vector)
+        builder.call(store, [builder.load(total), to, align, on])
+    sig = types.void(target, at, count, source, start, first, run, taps, tap_step, rows,
+                     row_step)
+    return sig, codegen
+
+
+@helper()
+def window_rows(target, at, width, source, start, run, taps, tap_step, rows, row_step):
+    """target[at + t] := Σ_r Σ_q source[start + r·row_step + q·tap_step + t − q] for t <
+    width, r < rows, q < taps, each term only where 0 <= t − q < run: a whole row of col2im's
+    output (the input's gradient), the KW shifted runs of each of the ``rows`` window rows
+    that land on it, summed in a register in the order r, then q, and written once, without
+    reading the row first (``add_taps`` for a row that several window rows reach)."""
+    u = np.uint64
+    at, width, start, run, taps, tap_step = u(at), u(width), u(start), u(run), u(taps), u(tap_step)
+    lanes, rows, row_step = u(LANES), u(rows), u(row_step)
+    for t0 in range(u(0), width, lanes):
+        _window_rows_lanes(target, at + t0, min(lanes, width - t0), source, start, t0, run,
+                           taps, tap_step, rows, row_step)
+
+
 #: output channels whose sums ``taps_block`` keeps in registers at once: 8 vectors of LANES
 #: sums, each tap's input vector loaded once for the 8 (the fused multiply-adds of 8
 #: independent sums also hide each other's latency)
