@@ -275,8 +275,10 @@ def test_blas_in_numba_equals_the_numpy_path(monkeypatch, algorithm, dtype, bias
                dilation=(2, 1), bias=bias)
     args = conv_arguments(cfg, (9, 3, 9, 8), dtype, 3)     # 9 images: groups of 4, 4 and 1
     algorithm("gemm")
-    # one image per product on both sides: a product of another width may round otherwise
+    # one image per product on both sides: a product of another width may round otherwise;
+    # BLAS's products on both sides (not the tiles', which have their own test)
     monkeypatch.setattr(conv_numba, "_images_per_product", lambda N, HW: 1)
+    monkeypatch.setattr(conv_numba, "TILES", False)
     in_numba = conv_outputs(conv_numba, *args, dout_seed=4)
     monkeypatch.setattr(conv_numba.blas, "GEMM", None)
     monkeypatch.setattr(conv_numba, "_CHUNK_BYTES", 1)
@@ -315,13 +317,13 @@ def test_gemm_products_of_several_images_equal_loops(config, dtype, images, per_
 @given(config=conv_configs(), dtype=st.sampled_from([np.float64, np.float32]),
        images=st.integers(1, 9), out_channels=st.integers(1, 16), seed=st.integers(0, 2**16))
 @settings(max_examples=40)
-def test_tiled_weight_gradient_equals_loops(config, dtype, images, out_channels, seed):
-    """The weights' gradient of up to 16 output channels in register tiles read straight from
-    the input (``tile_lanes``), and BLAS on im2col: each within the rounding bound of the
-    loops; the output and the input's gradient the same bits either way (only dw and db are
-    the tiles'). Images in groups of 4 (the tiles add each image onto the group's sums), any
-    number of rows of the weight gradient (a partial last tile of ``ROWS``), any stride,
-    dilation and padding (the windows' starts in the phased input)."""
+def test_tiles_equal_loops(config, dtype, images, out_channels, seed):
+    """The output and the weights' gradient of up to 16 output channels in register tiles read
+    straight from the input (``tile_lanes``), and BLAS on im2col: each within the rounding
+    bound of the loops; the input's gradient (BLAS's either way) the same bits. Images in
+    groups of 4 (the tiles add each image onto the group's sums), any number of rows (a
+    partial last tile of ``ROWS``), any stride, dilation and padding (the offsets in the
+    phased input; the output's tiles only without column phases, else BLAS)."""
     cfg, shape = config
     shape = (images,) + shape[1:]
     assume(window_fits(cfg, shape))
@@ -329,18 +331,17 @@ def test_tiled_weight_gradient_equals_loops(config, dtype, images, out_channels,
     args = conv_arguments(cfg, shape, dtype, seed)
     reference = conv_outputs(conv_loops, *args, dout_seed=seed + 2)
     bounds = conv_bounds(args, seed + 2, dtype)
-    results, machine = [], conv_numba.TILED_WEIGHTS
+    results, machine = [], conv_numba.TILES
     try:
         with conv_numba.forcing("gemm"):
             for tiled in (False, True):
-                conv_numba.TILED_WEIGHTS = tiled
+                conv_numba.TILES = tiled
                 results.append(conv_outputs(conv_numba, *args, dout_seed=seed + 2))
                 assert_same_outputs(results[-1], reference, dtype,
                                     f"tiles {tiled}: {cfg} on {shape} {np.dtype(dtype)}", bounds)
     finally:
-        conv_numba.TILED_WEIGHTS = machine
-    for name, blas_path, tiles in zip(NAMES[:2], *results):
-        np.testing.assert_array_equal(tiles, blas_path, err_msg=f"{name}: {cfg} on {shape}")
+        conv_numba.TILES = machine
+    np.testing.assert_array_equal(results[1][1], results[0][1], err_msg=f"{cfg} on {shape}")
 
 
 def test_gemm_takes_several_small_images_per_product():
@@ -466,6 +467,66 @@ def test_taps_block_sums_each_channels_taps(length, taps, data, dtype, seed):
     gamma = (taps + 1) * u / (1 - (taps + 1) * u)
     assert np.all(np.abs(rows[:channels] - exact) <= gamma * size)
     np.testing.assert_array_equal(rows[channels:], 7.0)
+
+
+@given(rows=st.integers(1, 40), steps=st.integers(1, 30), data=st.data(),
+       dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 2**16))
+def test_tiled_rows_sums_each_rows_terms(rows, steps, data, dtype, seed):
+    """``tile_lanes.tiled_rows``: row k of the sums is Σ_t image[at + starts[k] + steps[t]] ·
+    d[t] (LANES channels at once, ``channels`` of them kept), added onto the sums or not,
+    against float64; any number of rows (whole tiles of ``ROWS`` and a partial last one),
+    nothing written past the rows nor in the lanes past ``channels``. Bound: T terms (T + 1
+    with the sum added onto) summed one after the other, |computed − exact| <= γ_(T+1) ·
+    (|s| + Σ_t |x_t|·|d_t|), γ_k = k·u / (1 − k·u) (Higham, §3.1)."""
+    from minicnn.kernels import tile_lanes
+    lanes = tile_lanes.LANES
+    channels = data.draw(st.integers(1, lanes))
+    accumulate = data.draw(st.booleans())
+    at = data.draw(st.integers(0, 5))
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal(at + 60).astype(dtype)
+    starts = rng.integers(0, 30, rows).astype(np.uint64)
+    offsets = rng.integers(0, 31, steps).astype(np.uint64)
+    d = rng.standard_normal((steps, lanes)).astype(dtype)
+    before = rng.standard_normal((rows + 1, lanes)).astype(dtype)
+    sums = before.copy()
+    tile_lanes.tiled_rows(sums.reshape(-1), image, at, starts, offsets, d.reshape(-1), channels,
+                          accumulate)
+    x = np.array([[image[at + int(k) + int(t)] for t in offsets] for k in starts], np.float64)
+    d64 = d.astype(np.float64)[:, :channels]
+    start = before[:rows, :channels].astype(np.float64) if accumulate else 0.0
+    exact = start + x @ d64
+    size = np.abs(start) + np.abs(x) @ np.abs(d64)
+    u = np.finfo(dtype).eps / 2
+    gamma = (steps + 1) * u / (1 - (steps + 1) * u)
+    assert np.all(np.abs(sums[:rows, :channels] - exact) <= gamma * size)
+    np.testing.assert_array_equal(sums[:rows, channels:], before[:rows, channels:])
+    np.testing.assert_array_equal(sums[rows:], before[rows:])
+
+
+@given(rows=st.integers(1, 16), columns=st.integers(1, 40), data=st.data(),
+       dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 2**16))
+def test_transpose_turns_the_block_around(rows, columns, data, dtype, seed):
+    """``tile_lanes.transpose``: target[at + j·target_step + i] = source[start + i·source_step +
+    j] (+ bias[j]), exactly (a copy, and one addition where asked), for blocks of up to 16
+    rows and any number of columns (one, two or three turns of 16); nothing else written."""
+    from minicnn.kernels import tile_lanes
+    source_step = columns + data.draw(st.integers(0, 3))
+    target_step = rows + data.draw(st.integers(0, 3))
+    start, at = data.draw(st.integers(0, 4)), data.draw(st.integers(0, 4))
+    adding = data.draw(st.booleans())
+    rng = np.random.default_rng(seed)
+    source = rng.standard_normal(start + rows * source_step + 3).astype(dtype)
+    target = rng.standard_normal(at + columns * target_step + 20).astype(dtype)
+    bias = rng.standard_normal(columns).astype(dtype)
+    expected = target.copy()
+    for i in range(rows):
+        for j in range(columns):
+            value = source[start + i * source_step + j]
+            expected[at + j * target_step + i] = value + bias[j] if adding else value
+    tile_lanes.transpose(target, at, target_step, source, start, source_step, rows, columns,
+                         bias, adding)
+    np.testing.assert_array_equal(target, expected)
 
 
 @pytest.mark.parametrize("name", ["direct", "gemm", "winograd"])

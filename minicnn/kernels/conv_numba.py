@@ -74,11 +74,12 @@ _forced = None
 #: im2col and col2im in whole vector instructions (``lanes_numba``) where the machine code has
 #: fast masked stores (AVX-512); elsewhere the loops, the same bits (tests set it either way)
 VECTOR_RUNS = lanes_numba.MASKED_STORES
-#: the weights' gradient of at most ``tile_lanes.LANES`` output channels in register tiles
-#: read straight from the input (``tile_lanes``), where masked loads are fast (as above); else
-#: BLAS on im2col. Measured on an Intel Xeon, LeNet-5's second layer: 3.2 µs per image
-#: against 6.5 (BLAS 5.1, im2col 1.4). Other sums' order than BLAS's: tests set it either way
-TILED_WEIGHTS = lanes_numba.MASKED_STORES
+#: "gemm" layers of at most ``tile_lanes.LANES`` output channels: their output and weights'
+#: gradient in register tiles read straight from the input (``tile_lanes``), where masked
+#: loads are fast (as above); else BLAS on im2col. Measured on an Intel Xeon, LeNet-5's second
+#: layer: the weights' gradient 3.2 µs per image against 6.5 (BLAS 5.1, im2col 1.4). Other
+#: sums' order than BLAS's: tests set it either way
+TILES = lanes_numba.MASKED_STORES
 # the divisor of a 2×2 window's sum for ``forward(pool=...)``
 _DIVISORS = {"mean": 4, "sum": 1}
 _WINDOW = ((2, 2), (2, 2), ((0, 0), (0, 0)))
@@ -333,33 +334,53 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
 
 
 @kernel(parallel=True)
-def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                  W_out, vector_runs, relu, pooled, divisor, gemm, set_threads):
+def _gemm_forward(x_ph, wb, out, cols, outs, starts, positions, w_t, o_t, KH, KW, stride_h,
+                  stride_w, dil_h, dil_w, H_out, W_out, vector_runs, relu, pooled, divisor, gemm,
+                  set_threads):
     """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), then
     max(·, 0) with ``relu``. cols (threads, rows, B, H_out·W_out) is each thread's im2col
     matrix for B images side by side (its ones row set), one product for the B images; with
     B > 1 the product goes to outs (threads, O, B, H_out·W_out) and is copied out image by
     image, else straight into out[n]. When pooled (N, O, ⌊H_out/2⌋, ⌊W_out/2⌋) has images: the
-    sums of each image's 2×2 windows / divisor, while its output is in the cache."""
+    sums of each image's 2×2 windows / divisor, while its output is in the cache.
+
+    When ``positions`` has entries (then B = 1 and O <= ``tile_lanes.LANES``), out[n] is
+    ``tile_lanes.tiled_rows``'s instead, read straight from x_ph without im2col (starts and
+    positions: ``_tile_offsets``): w_t (K·LANES,) holds the weights transposed, o_t (threads,
+    HW·LANES) takes each image's output transposed."""
     O, rows = wb.shape
     HW = H_out * W_out
     N, B = x_ph.shape[0], cols.shape[2]
     one, zero = out.dtype.type(1), out.dtype.type(0)
+    tiled = positions.shape[0] > 0
+    has_bias = rows > starts.shape[0]
+    bias = np.ascontiguousarray(wb[:, rows - 1])
+    image = x_ph.reshape(x_ph.size)
+    u = np.uint64
+    plane, width = u(x_ph[0].size), u(tile_lanes.LANES)
     for g in prange(-(-N // B)):
         buf = cols[numba.get_thread_id()]
         n0 = g * B
         nb = min(B, N - n0)
-        for b in range(nb):
-            _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
-                          H_out, W_out, vector_runs)
-        if B == 1:
-            target = out[n0].ctypes.data
+        if tiled:
+            sums = o_t[numba.get_thread_id()]
+            tile_lanes.tiled_rows(sums, image, u(n0) * plane, positions, starts, w_t, O, False)
+            target = out[n0].reshape(O * HW)
+            for t0 in range(0, HW, tile_lanes.LANES):     # turned around, the bias added
+                tile_lanes.transpose(target, t0, HW, sums, u(t0) * width, width,
+                                     min(tile_lanes.LANES, HW - t0), O, bias, has_bias)
         else:
-            target = outs[numba.get_thread_id()].ctypes.data
-        before = _set_threads(set_threads, 1)   # this product on this thread: the others are busy
-        _gemm(gemm, NO_TRANS, NO_TRANS, O, nb * HW, rows, one, wb.ctypes.data, rows,
-              buf.ctypes.data, B * HW, zero, target, B * HW)
-        _set_threads(set_threads, before)
+            for b in range(nb):
+                _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
+                              H_out, W_out, vector_runs)
+            if B == 1:
+                target = out[n0].ctypes.data
+            else:
+                target = outs[numba.get_thread_id()].ctypes.data
+            before = _set_threads(set_threads, 1)   # this product on this thread: the others are busy
+            _gemm(gemm, NO_TRANS, NO_TRANS, O, nb * HW, rows, one, wb.ctypes.data, rows,
+                  buf.ctypes.data, B * HW, zero, target, B * HW)
+            _set_threads(set_threads, before)
         for b in range(nb):
             if B > 1:
                 out[n0 + b] = outs[numba.get_thread_id(), :, b]
@@ -372,33 +393,28 @@ def _gemm_forward(x_ph, wb, out, cols, outs, KH, KW, stride_h, stride_w, dil_h, 
 
 
 @helper()
-def _weight_rows_of(image, at, starts, flat, O, d_t, sums, row_step, column_step, H_out, W_out,
-                    accumulate):
+def _weight_rows_of(image, at, starts, positions, flat, O, d_t, sums, accumulate, ones,
+                    ones_at):
     """sums (rows, LANES) (+)= the weights' gradient of one image, transposed: rows k < K of
-    ``tile_lanes.weight_rows`` (the windows at ``at + starts[k]`` in the flat image), row K
-    (the bias's, when rows > K) Σ_t d[:, t]. flat (O·HW,) is the image's output gradient d
-    (O, HW), d_t (HW·LANES,) the buffer for its transpose."""
+    ``tile_lanes.tiled_rows`` (the windows at ``at + starts[k] + positions`` in the flat
+    image), row K (the bias's, when rows > K) Σ_t d[:, t]. flat (O·HW,) is the image's output
+    gradient d (O, HW), d_t (HW·LANES,) the buffer for its transpose; ones an image of ones,
+    ones_at [0] (the bias's row reads it)."""
     u = np.uint64
-    HW, width = u(H_out * W_out), u(tile_lanes.LANES)
-    for o in range(u(O)):          # d (O, HW) -> d_t (HW, LANES)
-        for t in range(HW):
-            d_t[t * width + o] = flat[o * HW + t]
-    tile_lanes.weight_rows(sums.reshape(sums.size), image, at, starts, row_step, column_step,
-                           d_t, H_out, W_out, O, accumulate)
+    HW, width = u(positions.shape[0]), u(tile_lanes.LANES)
+    tile_lanes.transpose(d_t, 0, width, flat, 0, HW, O, HW, flat, False)   # d (O, HW) -> (HW, LANES)
+    flat_sums = sums.reshape(sums.size)
+    tile_lanes.tiled_rows(flat_sums, image, at, starts, positions, d_t, O, accumulate)
     K = u(starts.shape[0])
-    if sums.shape[0] > K:
-        bias = sums.reshape(sums.size)[K * width:K * width + u(O)]
-        if not accumulate:
-            bias[:] = 0
-        for t in range(HW):
-            for o in range(u(O)):
-                bias[o] += d_t[t * width + o]
+    if sums.shape[0] > K:           # the bias's gradient: Σ_t 1 · d_t[t]
+        tile_lanes.tiled_rows(flat_sums[K * width:], ones, 0, ones_at, positions, d_t, O,
+                              accumulate)
 
 
 @kernel(parallel=True)
 def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_ph, cols, dcols,
-                   douts, starts, d_t, group, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out,
-                   W_out, vector_runs, gemm, set_threads):
+                   douts, starts, positions, d_t, group, KH, KW, stride_h, stride_w, dil_h, dil_w,
+                   H_out, W_out, vector_runs, gemm, set_threads):
     """partial[g] (rows, O) = Σ over images n of group g of cols_n (rows, H_out·W_out) @
     dout[n]ᵀ, the weights' gradient transposed (BLAS is faster this way round: measured 1.4 to
     1.7 times on LeNet-5's and mnist_cnn's second layers); dx_ph[n] = col2im(Wᵀ @ dout[n]) when
@@ -414,9 +430,9 @@ def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_p
     threads.
 
     When ``starts`` (K,) has rows (then B = 1 and O <= ``tile_lanes.LANES``), the weights'
-    gradient is ``tile_lanes.weight_rows``'s, read straight from x_ph without im2col: starts
-    holds each row's window start in an image of x_ph, d_t (threads, HW·LANES) takes each
-    image's dout transposed, and partial is (groups, rows, LANES).
+    gradient is ``tile_lanes.tiled_rows``'s, read straight from x_ph without im2col (starts and
+    positions: ``_tile_offsets``), d_t (threads, HW·LANES) takes each image's dout transposed,
+    and partial is (groups, rows, LANES).
     """
     N = x_ph.shape[0]
     O, rows = wb.shape
@@ -426,6 +442,8 @@ def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_p
     image = x_ph.reshape(x_ph.size)
     u = np.uint64
     plane = u(x_ph[0].size)
+    ones = np.ones(x_ph[0].size if tiled else 0, dout.dtype)
+    ones_at = np.zeros(1, np.uint64)
     for g in prange(partial.shape[0]):
         buf, dbuf = cols[numba.get_thread_id()], dcols[numba.get_thread_id()]
         before = _set_threads(set_threads, 1)
@@ -451,9 +469,9 @@ def _gemm_backward(x_ph, wb, dout, dpool, divisor, clip, clipping, partial, dx_p
                     source = douts[numba.get_thread_id()].reshape(O * HW)
                 else:
                     source = dout[n0].reshape(O * HW)
-                _weight_rows_of(image, u(n0) * plane, starts, source, O, d_t[numba.get_thread_id()],
-                                partial[g], u(stride_h) * u(x_ph.shape[4]),
-                                u(stride_w // x_ph.shape[2]), H_out, W_out, n0 > g * group)
+                _weight_rows_of(image, u(n0) * plane, starts, positions, source, O,
+                                d_t[numba.get_thread_id()], partial[g], n0 > g * group, ones,
+                                ones_at)
             else:
                 # partial[g] (+)= buf (rows, nb·HW) @ d (O, nb·HW)ᵀ
                 _gemm(gemm, NO_TRANS, TRANS, rows, O, nb * HW, one, buf.ctypes.data, B * HW,
@@ -520,23 +538,30 @@ def _col2im(dcols, n0, dx_ph, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W
                       H_out, W_out, vector_runs)
 
 
-def _window_starts(x_ph, KH, KW, dil_h, dil_w, wanted=True):
-    """(C·KH·KW,) uint64: where row (c·KH + p)·KW + q of im2col starts in one flat image of
-    x_ph (N, C, S, H_pad, W_ph), its first window's value (``_window_start`` of image 0);
-    empty unless ``wanted``. Made once per geometry (NumPy takes 30 µs to make it)."""
-    return _starts(x_ph.shape[1:] if wanted else None, KH, KW, dil_h, dil_w)
+def _tile_offsets(x_ph, KH, KW, stride_h, stride_w, dil_h, dil_w, H_out, W_out, wanted=True):
+    """(starts, positions), uint64, for ``tile_lanes``: im2col's entry (k, t) of image n is
+    x_ph.flat[n·x_ph[0].size + starts[k] + positions[t]]. starts (C·KH·KW,): where row
+    k = (c·KH + p)·KW + q starts in one image of x_ph (N, C, S, H_pad, W_ph), its first
+    window's value (``_window_start`` of image 0); positions (H_out·W_out,): output (i, j)'s
+    window's offset from there, i·stride_h·W_ph + j·(stride_w / S). Empty unless ``wanted``.
+    Made once per geometry (NumPy takes 30 µs to make them)."""
+    return _offsets(x_ph.shape[1:] if wanted else None, KH, KW, dil_h, dil_w, stride_h,
+                    stride_w, H_out, W_out)
 
 
 @functools.lru_cache(maxsize=64)
-def _starts(phased, KH, KW, dil_h, dil_w):
-    starts = np.empty(0, np.uint64)
+def _offsets(phased, KH, KW, dil_h, dil_w, stride_h, stride_w, H_out, W_out):
+    starts, positions = np.empty(0, np.uint64), np.empty(0, np.uint64)
     if phased is not None:
         C, S, H_pad, W_ph = phased
         c, p, q = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
         starts = ((((c * S + (q * dil_w) % S) * H_pad + p * dil_h) * W_ph + (q * dil_w) // S)
                   .ravel().astype(np.uint64))
-    starts.flags.writeable = False      # shared by every call: one compiled type either way
-    return starts
+        i, j = np.meshgrid(np.arange(H_out), np.arange(W_out), indexing="ij")
+        positions = (i * stride_h * W_ph + j * (stride_w // S)).ravel().astype(np.uint64)
+    for offsets in (starts, positions):     # shared by every call: one compiled type either way
+        offsets.flags.writeable = False
+    return starts, positions
 
 
 def _with_bias(w, b):
@@ -639,10 +664,18 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
     x_ph = _phased(x_pad, KH, KW, stride_h, stride_w)   # cached: backward's im2col reads it
     if blas.GEMM is not None:
         threads, B = numba.get_num_threads(), _images_per_product(N, HW)
-        cols = _buffers(threads, wb.shape[1], HW, w.dtype, b is not None, B)
+        tiled = TILES and B == 1 and O <= tile_lanes.LANES
+        starts, positions = _tile_offsets(x_ph, *geometry, tiled)
+        w_t = np.zeros((KH * KW * C if tiled else 0, tile_lanes.LANES), w.dtype)
+        if tiled:
+            w_t[:, :O] = w.reshape(O, -1).T
+        o_t = workspace.empty((threads if tiled else 0, HW * tile_lanes.LANES), w.dtype)
+        cols = _buffers(threads, 0 if tiled else wb.shape[1], HW, w.dtype,
+                        b is not None and not tiled, B)
         outs = workspace.empty((threads if B > 1 else 0, O, B, HW), w.dtype)
         with blas.one_thread_per_product():
-            _gemm_forward(x_ph, wb, flat, cols, outs, *geometry, VECTOR_RUNS, relu,
+            _gemm_forward(x_ph, wb, flat, cols, outs, starts, positions, w_t.reshape(-1), o_t,
+                          *geometry, VECTOR_RUNS, relu,
                           _NO_IMAGES[w.dtype] if pooled is None else pooled,
                           w.dtype.type(divisor), blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)
     else:
@@ -730,8 +763,8 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
     if blas.GEMM is not None:
         threads, B = numba.get_num_threads(), _images_per_product(N, HW)
         group = B * -(-_GROUP // B)
-        tiled = TILED_WEIGHTS and B == 1 and O <= tile_lanes.LANES
-        starts = _window_starts(x_ph, KH, KW, dil_h, dil_w, tiled)
+        tiled = TILES and B == 1 and O <= tile_lanes.LANES
+        starts, positions = _tile_offsets(x_ph, *geometry, tiled)
         partial = np.empty((-(-N // group), rows, tile_lanes.LANES if tiled else O),
                            dtype=w.dtype)
         d_t = workspace.empty((threads if tiled else 0, HW * tile_lanes.LANES), w.dtype)
@@ -747,7 +780,7 @@ def backward(dout, cache, need_dx=True, clip=None, spread=None):
         with blas.one_thread_per_product():
             _gemm_backward(x_ph, w, flat, dpool, w.dtype.type(divisor),
                            dpool if out is None else out, out is not None, partial, dx_ph, cols,
-                           dcols, douts, starts, d_t, group, *geometry, VECTOR_RUNS,
+                           dcols, douts, starts, positions, d_t, group, *geometry, VECTOR_RUNS,
                            blas.GEMM[w.dtype],
                            blas.SET_THREADS_LOCAL)
         dw = np.empty((O, C, KH, KW), dtype=w.dtype)
