@@ -15,16 +15,20 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   columns, where BLAS spends more time starting than multiplying; there the matrices of B
   images sit side by side, one product of about ``_PRODUCT_COLUMNS`` columns for the B
   (``_images_per_product``; measured on 2 threads, resnet_small's gemm layers forward and
-  backward: 15.1 ms per batch of 64 one image per product, 12.1 ms with 256 columns). The backward
+  backward: 15.1 ms per batch of 64 one image per product, 12.1 ms with 256 columns). With at
+  most 16 output channels (LeNet-5's second layer) and one image per product, the output and
+  the weights' gradient are register tiles instead (``tile_lanes``, ``TILES``): the 16
+  channels side by side in one vector, the input values read straight from the padded input,
+  no im2col matrix built; only the input's gradient is BLAS's then. The backward
   pass rebuilds the image's matrix instead of keeping the batch's (LeNet-5's would be 5 MB,
   mnist_cnn's 43 MB: rebuilding from the cache costs less than reading them back). A large
   kernel with a stride reads the input split into column phases (``_phased``), so that each
   row of a window is a contiguous copy.
 * "direct" (``conv_direct``): the loops of the formula, compiled, any stride; one image per
   thread. Each tap of the kernel is one contiguous multiply-add over the image split into its
-  stride's phases; the forward pass keeps 16 positions × 8 output channels of sums in vector
-  registers (``lanes_numba.taps_block``), the backward pass four taps and two output channels
-  per pass. The default for at most 8 output channels and a kernel larger than 1×1 (LeNet-5's
+  stride's phases; the forward pass keeps 16 positions × 8 output channels (or 32 × 6, 48 × 4)
+  of sums in vector registers (``lanes_numba.taps_block``), the backward pass four taps and two
+  output channels per pass. The default for at most 8 output channels and a kernel larger than 1×1 (LeNet-5's
   first layer, resnet_small's first and its 8-channel 3×3 layers), where im2col would copy
   each input KH·KW times to feed a product of a few rows; slower than "gemm" on the other zoo
   layers (their backward passes most: these loops keep the input's gradient in memory).

@@ -22,7 +22,9 @@ writes the row once: 107 µs.
 The direct convolution's loops kept each output's sum in memory, a load and a store per four
 multiply-adds. ``taps_block`` keeps 16 positions × 8 output channels of sums in 8 vector
 registers while it goes through the taps: one vector load of a tap's run feeds 8 fused
-multiply-adds (``conv_direct``).
+multiply-adds (``conv_direct``). For fewer channels it keeps 32 positions × 6 or 48 × 4
+(``_BLOCKS``): LeNet-5's first layer has 6, and 8 × 1 spent a quarter of its multiply-adds on
+two channels of zeros.
 
 The values are the same bits as the loops': a copy is a copy, and ``add_taps`` adds each
 position's terms in the loops' order. ``taps_block`` adds the taps one after the other onto
@@ -422,77 +424,110 @@ def window_rows(target, at, width, source, start, run, taps, tap_step, rows, row
 CHANNELS = 8
 
 
-@intrinsic
-def _taps_block(typingctx, rows, length, image, offsets, weights, bias, k0, count, channels):
-    """rows[o·length + k0 + l] := bias[o] + Σ_t weights[t·CHANNELS + o] · image[offsets[t] +
-    k0 + l] for lanes l < count and channels o < ``channels``, t = 0, 1, ... in order, each
-    step one fused multiply-add where the machine has it (llvm.fmuladd)."""
-    _check(rows, image, length, k0, count, channels)
-    _check(weights, bias)
-    if not (isinstance(offsets, types.Array) and offsets.dtype == types.uint64
-            and offsets.ndim == 1):
-        raise TypeError("lanes_numba: the offsets are a 1-D uint64 array")
+def _taps_block_of(registers, vectors):
+    """``_taps_block`` for ``registers`` output channels (at most CHANNELS) of LANES·``vectors``
+    positions: registers × vectors sums in vector registers."""
+    @intrinsic
+    def _taps_block(typingctx, rows, length, image, offsets, weights, bias, k0, count, channels):
+        """rows[o·length + k0 + l] := bias[o] + Σ_t weights[t·CHANNELS + o] · image[offsets[t]
+        + k0 + l] for lanes l < count (at most LANES·vectors) and channels o < ``channels``
+        (at most ``registers``), t = 0, 1, ... in order, each step one fused multiply-add
+        where the machine has it (llvm.fmuladd)."""
+        _check(rows, image, length, k0, count, channels)
+        _check(weights, bias)
+        if not (isinstance(offsets, types.Array) and offsets.dtype == types.uint64
+                and offsets.ndim == 1):
+            raise TypeError("lanes_numba: the offsets are a 1-D uint64 array")
 
-    def codegen(context, builder, signature, args):
-        rows, length, image, offsets, weights, bias, k0, count, channels = args
-        kinds = signature.args
-        vector, align = _vector(context, kinds[0])
-        load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
-        fmuladd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector, [vector] * 3),
-            f"llvm.fmuladd.v{LANES}{'f32' if vector.element == ir.FloatType() else 'f64'}")
-        on = builder.icmp_unsigned("<", _LANE_NUMBERS, _splat(builder, count))
-        whole = builder.icmp_unsigned("==", count, ir.Constant(_I64, LANES))
-        array = context.make_array
-        weights_data = array(kinds[4])(context, builder, weights).data
-        bias_data = array(kinds[5])(context, builder, bias).data
-        offsets_array = array(kinds[3])(context, builder, offsets)
-        taps = builder.extract_value(offsets_array.shape, 0)
+        def codegen(context, builder, signature, args):
+            rows, length, image, offsets, weights, bias, k0, count, channels = args
+            kinds = signature.args
+            vector, align = _vector(context, kinds[0])
+            load, store = _masked(builder, "load", vector), _masked(builder, "store", vector)
+            fmuladd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3),
+                f"llvm.fmuladd.v{LANES}{'f32' if vector.element == ir.FloatType() else 'f64'}")
+            on, whole = [], []
+            for v in range(vectors):
+                first = ir.Constant(_I64, v * LANES)
+                on.append(builder.icmp_unsigned("<", builder.add(_LANE_NUMBERS, _splat(
+                    builder, first)), _splat(builder, count)))
+                whole.append(builder.icmp_unsigned(">=", count,
+                                                   ir.Constant(_I64, (v + 1) * LANES)))
+            array = context.make_array
+            weights_data = array(kinds[4])(context, builder, weights).data
+            bias_data = array(kinds[5])(context, builder, bias).data
+            offsets_array = array(kinds[3])(context, builder, offsets)
+            taps = builder.extract_value(offsets_array.shape, 0)
 
-        def broadcast(pointer):
-            return _splat_value(builder, vector, builder.load(pointer))
+            def broadcast(pointer):
+                return _splat_value(builder, vector, builder.load(pointer))
 
-        sums = []
-        for o in range(CHANNELS):                           # registers, once LLVM is done
-            sums.append(cgutils.alloca_once(builder, vector))
-            builder.store(broadcast(builder.gep(bias_data, [ir.Constant(_I64, o)])), sums[o])
-        with cgutils.for_range(builder, taps) as loop:
-            t = loop.index
-            offset = builder.load(builder.gep(offsets_array.data, [t]))
-            values = builder.call(load, [
-                _pointer(context, builder, kinds[2], image, builder.add(offset, k0), vector),
-                align, on, ir.Constant(vector, [0.0] * LANES)])
-            base = builder.mul(t, ir.Constant(_I64, CHANNELS))
-            for o in range(CHANNELS):
-                weight = broadcast(builder.gep(weights_data,
-                                               [builder.add(base, ir.Constant(_I64, o))]))
-                builder.store(builder.call(fmuladd, [weight, values, builder.load(sums[o])]),
-                              sums[o])
-        for o in range(CHANNELS):
-            wanted = builder.icmp_unsigned("<", ir.Constant(_I64, o), channels)
-            with builder.if_then(wanted):
-                at = builder.add(builder.mul(ir.Constant(_I64, o), length), k0)
-                to = _pointer(context, builder, kinds[0], rows, at, vector)
-                with builder.if_else(whole) as (plain, masked):
-                    with plain:             # every block but a row's last: no mask needed
-                        builder.store(builder.load(sums[o]), to, align=align.constant)
-                    with masked:
-                        builder.call(store, [builder.load(sums[o]), to, align, on])
-    sig = types.void(rows, length, image, offsets, weights, bias, k0, count, channels)
-    return sig, codegen
+            sums = []
+            for o in range(registers):                      # registers, once LLVM is done
+                start = broadcast(builder.gep(bias_data, [ir.Constant(_I64, o)]))
+                sums.append([cgutils.alloca_once(builder, vector) for _ in range(vectors)])
+                for v in range(vectors):
+                    builder.store(start, sums[o][v])
+            with cgutils.for_range(builder, taps) as loop:
+                t = loop.index
+                offset = builder.add(builder.load(builder.gep(offsets_array.data, [t])), k0)
+                values = [builder.call(load, [
+                    _pointer(context, builder, kinds[2], image,
+                             builder.add(offset, ir.Constant(_I64, v * LANES)), vector),
+                    align, on[v], ir.Constant(vector, [0.0] * LANES)]) for v in range(vectors)]
+                base = builder.mul(t, ir.Constant(_I64, CHANNELS))
+                for o in range(registers):
+                    weight = broadcast(builder.gep(weights_data,
+                                                   [builder.add(base, ir.Constant(_I64, o))]))
+                    for v in range(vectors):
+                        builder.store(builder.call(fmuladd, [weight, values[v],
+                                                             builder.load(sums[o][v])]),
+                                      sums[o][v])
+            for o in range(registers):
+                wanted = builder.icmp_unsigned("<", ir.Constant(_I64, o), channels)
+                with builder.if_then(wanted):
+                    for v in range(vectors):
+                        at = builder.add(builder.add(builder.mul(ir.Constant(_I64, o), length),
+                                                     k0), ir.Constant(_I64, v * LANES))
+                        to = _pointer(context, builder, kinds[0], rows, at, vector)
+                        with builder.if_else(whole[v]) as (plain, masked):
+                            with plain:         # every vector but a row's last: no mask needed
+                                builder.store(builder.load(sums[o][v]), to, align=align.constant)
+                            with masked:        # (nothing where the lanes start past count)
+                                builder.call(store, [builder.load(sums[o][v]), to, align, on[v]])
+        sig = types.void(rows, length, image, offsets, weights, bias, k0, count, channels)
+        return sig, codegen
+    return _taps_block
+
+
+#: (output channels, vectors of LANES positions) of the register blocks: 8 × 1 for 7 or 8
+#: channels, 6 × 2 and 4 × 3 for fewer (12 sums each: all of them used, two or three vector
+#: loads of the image per tap instead of one for fewer multiply-adds)
+_BLOCKS = ((4, 3), (6, 2), (CHANNELS, 1))
+_TAPS_BLOCKS = tuple(_taps_block_of(*shape) for shape in _BLOCKS)
+_taps_4x3, _taps_6x2, _taps_8x1 = _TAPS_BLOCKS
 
 
 @helper()
 def taps_block(rows, length, image, offsets, weights, bias, channels):
     """rows[o·length + k] := bias[o] + Σ_t weights[t·CHANNELS + o] · image[offsets[t] + k]
     for k < length and o < channels (at most CHANNELS): the direct convolution's sums of
-    ``channels`` output channels over the grid of one image (``conv_direct``), LANES positions
-    times CHANNELS channels at a time in registers, the taps t in order. weights (T·CHANNELS,)
-    holds tap t's weights of the CHANNELS channels side by side (zeros past ``channels``),
-    bias (CHANNELS,) likewise."""
+    ``channels`` output channels over the grid of one image (``conv_direct``), a block of
+    positions times channels at a time in registers (``_BLOCKS``), the taps t in order.
+    weights (T·CHANNELS,) holds tap t's weights of the CHANNELS channels side by side (zeros
+    past ``channels``), bias (CHANNELS,) likewise."""
     u = np.uint64
     length, channels, lanes = u(length), u(channels), u(LANES)
-    for k0 in range(u(0), length, lanes):
-        _taps_block(rows, length, image, offsets, weights, bias, k0, min(lanes, length - k0),
-                    channels)
-
+    if channels <= u(4):
+        for k0 in range(u(0), length, u(3) * lanes):
+            _taps_4x3(rows, length, image, offsets, weights, bias, k0,
+                      min(u(3) * lanes, length - k0), channels)
+    elif channels <= u(6):
+        for k0 in range(u(0), length, u(2) * lanes):
+            _taps_6x2(rows, length, image, offsets, weights, bias, k0,
+                      min(u(2) * lanes, length - k0), channels)
+    else:
+        for k0 in range(u(0), length, lanes):
+            _taps_8x1(rows, length, image, offsets, weights, bias, k0, min(lanes, length - k0),
+                      channels)
