@@ -26,7 +26,7 @@ Same functions, signatures and results (to rounding) as ``conv_loops`` and ``con
   row of a window is a contiguous copy.
 * "direct" (``conv_direct``): the loops of the formula, compiled, any stride; one image per
   thread. Each tap of the kernel is one contiguous multiply-add over the image split into its
-  stride's phases; the forward pass keeps 16 positions × 8 output channels (or 32 × 6, 48 × 4)
+  stride's phases; the forward pass keeps 32 positions × 8 output channels (or 32 × 6, 48 × 4)
   of sums in vector registers (``lanes_numba.taps_block``), the backward pass four taps and two
   output channels per pass. The default for at most 8 output channels and a kernel larger than 1×1 (LeNet-5's
   first layer, resnet_small's first and its 8-channel 3×3 layers), where im2col would copy

@@ -20,11 +20,11 @@ of the run before it. ``add_taps`` adds the KW shifted runs of one row in a regi
 writes the row once: 107 µs.
 
 The direct convolution's loops kept each output's sum in memory, a load and a store per four
-multiply-adds. ``taps_block`` keeps 16 positions × 8 output channels of sums in 8 vector
-registers while it goes through the taps: one vector load of a tap's run feeds 8 fused
+multiply-adds. ``taps_block`` keeps 32 positions × 8 output channels of sums in 16 vector
+registers while it goes through the taps: each vector load of a tap's run feeds 8 fused
 multiply-adds (``conv_direct``). For fewer channels it keeps 32 positions × 6 or 48 × 4
-(``_BLOCKS``): LeNet-5's first layer has 6, and 8 × 1 spent a quarter of its multiply-adds on
-two channels of zeros.
+(``_BLOCKS``): LeNet-5's first layer has 6, and 8 channels spent a quarter of its
+multiply-adds on two channels of zeros.
 
 The values are the same bits as the loops': a copy is a copy, and ``add_taps`` adds each
 position's terms in the loops' order. ``taps_block`` adds the taps one after the other onto
@@ -418,9 +418,9 @@ def window_rows(target, at, width, source, start, run, taps, tap_step, rows, row
                            taps, tap_step, rows, row_step)
 
 
-#: output channels whose sums ``taps_block`` keeps in registers at once: 8 vectors of LANES
-#: sums, each tap's input vector loaded once for the 8 (the fused multiply-adds of 8
-#: independent sums also hide each other's latency)
+#: output channels whose sums ``taps_block`` keeps in registers at once, at most: each tap's
+#: input vector loaded once for the 8 (the fused multiply-adds of independent sums also hide
+#: each other's latency); the weights' layout (``conv_direct.blocked``)
 CHANNELS = 8
 
 
@@ -501,12 +501,14 @@ def _taps_block_of(registers, vectors):
     return _taps_block
 
 
-#: (output channels, vectors of LANES positions) of the register blocks: 8 × 1 for 7 or 8
-#: channels, 6 × 2 and 4 × 3 for fewer (12 sums each: all of them used, two or three vector
-#: loads of the image per tap instead of one for fewer multiply-adds)
-_BLOCKS = ((4, 3), (6, 2), (CHANNELS, 1))
+#: (output channels, vectors of LANES positions) of the register blocks: 8 × 2 for 7 or 8
+#: channels, 6 × 2 and 4 × 3 for fewer (12 sums: no multiply-add spent on a channel that is
+#: not there). Measured on an Intel Xeon, 2 threads, forward of 64 images: LeNet-5's first
+#: layer (6 channels) 165 µs with 8 × 1, 136 with 6 × 2; resnet_small's first (8) 885 µs with
+#: 8 × 1, 840 with 8 × 2
+_BLOCKS = ((4, 3), (6, 2), (CHANNELS, 2))
 _TAPS_BLOCKS = tuple(_taps_block_of(*shape) for shape in _BLOCKS)
-_taps_4x3, _taps_6x2, _taps_8x1 = _TAPS_BLOCKS
+_taps_4x3, _taps_6x2, _taps_8x2 = _TAPS_BLOCKS
 
 
 @helper()
@@ -528,6 +530,6 @@ def taps_block(rows, length, image, offsets, weights, bias, channels):
             _taps_6x2(rows, length, image, offsets, weights, bias, k0,
                       min(u(2) * lanes, length - k0), channels)
     else:
-        for k0 in range(u(0), length, lanes):
-            _taps_8x1(rows, length, image, offsets, weights, bias, k0, min(lanes, length - k0),
-                      channels)
+        for k0 in range(u(0), length, u(2) * lanes):
+            _taps_8x2(rows, length, image, offsets, weights, bias, k0,
+                      min(u(2) * lanes, length - k0), channels)
