@@ -830,13 +830,20 @@ def test_train_step_skips_only_the_first_layers_input_gradient():
         np.testing.assert_array_equal(p.data, q.data)
 
 
+@pytest.mark.parametrize("pooled", [False, True])
 @pytest.mark.parametrize("name", [None, "winograd"])
-def test_backward_without_input_gradient_gives_the_same_weight_gradients(algorithm, name):
+def test_backward_without_input_gradient_gives_the_same_weight_gradients(algorithm, name,
+                                                                         pooled):
     """need_input_grad=False returns None and fills every param.grad exactly as the full pass;
     a later full pass still returns dx (nothing is left switched off). Winograd computes both
-    gradients in one pass: the weights' the same without the input's."""
+    gradients in one pass: the weights' the same without the input's. With a ReLU and an
+    average pool after the layer, "direct" spreads the pool's gradient image by image next to
+    the weights' sums when the input's gradient is not wanted (``_spread_weights``), on the
+    whole batch first otherwise: the same sums."""
     algorithm(name)
-    model = mc.Sequential([mc.Conv2D(1, 2, 3), mc.Flatten(), mc.Dense(2 * 4 * 4, 3)])
+    pool = [mc.ReLU(), mc.AvgPool2D(2)] if pooled else []
+    side = 2 if pooled else 4
+    model = mc.Sequential([mc.Conv2D(1, 2, 3), *pool, mc.Flatten(), mc.Dense(2 * side * side, 3)])
     x = np.random.default_rng(0).standard_normal((5, 1, 6, 6)).astype(np.float32)
     dy = np.arange(15, dtype=np.float32).reshape(5, 3)
     model(x)

@@ -225,90 +225,121 @@ def _widen_spread(dpool, divisor, clip, clipping, wide, H_out, W_out, Wq, vector
                    Wq, vector_runs)
 
 
+@helper(fastmath=SUM)
+def _image_weights(wide, X, offsets, part):
+    """part (O, T + 1) += Σ_k wide[o, k] · X[offsets[t] + k] for the taps t, and in column T
+    Σ_k wide[o, k] (the bias gradient): one image's share of ``_weights``, wide (O, L) its
+    output's gradient on the grid, X its phases flat. Two output channels share each pass over
+    four taps' runs (an odd last channel goes alone): eight sums, each input value loaded
+    feeding two of them."""
+    O, L = wide.shape
+    T = offsets.shape[0]
+    u = np.uint64
+    zero = wide.dtype.type(0)
+    o = 0
+    while o + 2 <= O:
+        g0, g1 = wide[o], wide[o + 1]
+        t = 0
+        while t + 4 <= T:
+            s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+            d0, d1, d2, d3 = zero, zero, zero, zero
+            e0, e1, e2, e3 = zero, zero, zero, zero
+            for k in range(u(L)):
+                x0, x1, x2, x3 = X[s0 + k], X[s1 + k], X[s2 + k], X[s3 + k]
+                a, c = g0[k], g1[k]
+                d0 += a * x0
+                d1 += a * x1
+                d2 += a * x2
+                d3 += a * x3
+                e0 += c * x0
+                e1 += c * x1
+                e2 += c * x2
+                e3 += c * x3
+            part[o, t] += d0
+            part[o, t + 1] += d1
+            part[o, t + 2] += d2
+            part[o, t + 3] += d3
+            part[o + 1, t] += e0
+            part[o + 1, t + 1] += e1
+            part[o + 1, t + 2] += e2
+            part[o + 1, t + 3] += e3
+            t += 4
+        while t < T:
+            s0, d0, e0 = offsets[t], zero, zero
+            for k in range(u(L)):
+                x0 = X[s0 + k]
+                d0 += g0[k] * x0
+                e0 += g1[k] * x0
+            part[o, t] += d0
+            part[o + 1, t] += e0
+            t += 1
+        o += 2
+    if o < O:
+        grad = wide[o]
+        t = 0
+        while t + 4 <= T:
+            s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+            d0, d1, d2, d3 = zero, zero, zero, zero
+            for k in range(u(L)):
+                gk = grad[k]
+                d0 += gk * X[s0 + k]
+                d1 += gk * X[s1 + k]
+                d2 += gk * X[s2 + k]
+                d3 += gk * X[s3 + k]
+            part[o, t] += d0
+            part[o, t + 1] += d1
+            part[o, t + 2] += d2
+            part[o, t + 3] += d3
+            t += 4
+        while t < T:
+            s0, d0 = offsets[t], zero
+            for k in range(u(L)):
+                d0 += grad[k] * X[s0 + k]
+            part[o, t] += d0
+            t += 1
+    for o in range(O):
+        total = zero
+        grad = wide[o]
+        for k in range(u(L)):
+            total += grad[k]
+        part[o, T] += total
+
+
 @kernel(parallel=True, fastmath=SUM)
 def _weights(wide, xq, offsets, partial, group):
     """partial[g] (O, T + 1) := Σ over the images n of group g (``group`` images each) of
-    wide[n, o] · (image n's run of tap t), and in column T Σ wide[n, o] (the bias gradient).
-    The groups run in parallel and are added in order afterwards: the result does not depend
-    on the number of threads. Two output channels share each pass over four taps' runs (an odd
-    last channel goes alone): eight sums, each input value loaded feeding two of them."""
-    N, O, L = wide.shape
-    T = offsets.shape[0]
-    u = np.uint64
-    size = u(xq[0].size)
-    zero = wide.dtype.type(0)
+    wide[n, o] · (image n's run of tap t), and in column T Σ wide[n, o] (the bias gradient),
+    ``_image_weights``. The groups run in parallel and are added in order afterwards: the
+    result does not depend on the number of threads."""
+    N = wide.shape[0]
+    size = np.uint64(xq[0].size)
     for g in prange(partial.shape[0]):
         part = partial[g]
         part[:] = 0
         for n in range(g * group, min(N, (g + 1) * group)):
-            X = xq[n].reshape(size)
-            o = 0
-            while o + 2 <= O:
-                g0, g1 = wide[n, o], wide[n, o + 1]
-                t = 0
-                while t + 4 <= T:
-                    s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
-                    d0, d1, d2, d3 = zero, zero, zero, zero
-                    e0, e1, e2, e3 = zero, zero, zero, zero
-                    for k in range(u(L)):
-                        x0, x1, x2, x3 = X[s0 + k], X[s1 + k], X[s2 + k], X[s3 + k]
-                        a, c = g0[k], g1[k]
-                        d0 += a * x0
-                        d1 += a * x1
-                        d2 += a * x2
-                        d3 += a * x3
-                        e0 += c * x0
-                        e1 += c * x1
-                        e2 += c * x2
-                        e3 += c * x3
-                    part[o, t] += d0
-                    part[o, t + 1] += d1
-                    part[o, t + 2] += d2
-                    part[o, t + 3] += d3
-                    part[o + 1, t] += e0
-                    part[o + 1, t + 1] += e1
-                    part[o + 1, t + 2] += e2
-                    part[o + 1, t + 3] += e3
-                    t += 4
-                while t < T:
-                    s0, d0, e0 = offsets[t], zero, zero
-                    for k in range(u(L)):
-                        x0 = X[s0 + k]
-                        d0 += g0[k] * x0
-                        e0 += g1[k] * x0
-                    part[o, t] += d0
-                    part[o + 1, t] += e0
-                    t += 1
-                o += 2
-            if o < O:
-                grad = wide[n, o]
-                t = 0
-                while t + 4 <= T:
-                    s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
-                    d0, d1, d2, d3 = zero, zero, zero, zero
-                    for k in range(u(L)):
-                        gk = grad[k]
-                        d0 += gk * X[s0 + k]
-                        d1 += gk * X[s1 + k]
-                        d2 += gk * X[s2 + k]
-                        d3 += gk * X[s3 + k]
-                    part[o, t] += d0
-                    part[o, t + 1] += d1
-                    part[o, t + 2] += d2
-                    part[o, t + 3] += d3
-                    t += 4
-                while t < T:
-                    s0, d0 = offsets[t], zero
-                    for k in range(u(L)):
-                        d0 += grad[k] * X[s0 + k]
-                    part[o, t] += d0
-                    t += 1
+            _image_weights(wide[n], xq[n].reshape(size), offsets, part)
+
+
+@kernel(parallel=True, fastmath=SUM)
+def _spread_weights(dpool, divisor, clip, clipping, wide, xq, offsets, partial, group, H_out,
+                    W_out, Wq, vector_runs):
+    """``_weights`` of the gradient of a 2×2 pool after the layer, spread image by image
+    (``_widen_spread``'s) into wide (threads, O, L), each thread's, where it stays in the
+    cache for the sums that read it at once (the input's gradient, which reads it again, is
+    not wanted: LeNet-5's first layer)."""
+    N, O = dpool.shape[0], dpool.shape[1]
+    size = np.uint64(xq[0].size)
+    zero = wide.dtype.type(0)
+    for g in prange(partial.shape[0]):
+        part = partial[g]
+        part[:] = 0
+        rows = wide[numba.get_thread_id()]
+        for n in range(g * group, min(N, (g + 1) * group)):
             for o in range(O):
-                total = zero
-                grad = wide[n, o]
-                for k in range(u(L)):
-                    total += grad[k]
-                part[o, T] += total
+                rows[o] = 0
+                spread_2x2(dpool[n, o], divisor, zero, clip[n, o], clipping, rows[o], H_out,
+                           W_out, Wq, vector_runs)
+            _image_weights(rows, xq[n].reshape(size), offsets, part)
 
 
 @kernel(parallel=True, fastmath=FMA)
@@ -378,15 +409,23 @@ def backward(dout, xq, w, x_shape, pads, dilation, group, need_dx=True, spread=N
     KH, KW = w.shape[2:]
     Wq = xq.shape[5]
     offsets = tap_offsets(xq.shape, KH, KW, *dilation)
-    wide = workspace.empty((N, O, grid_length(H_out, W_out, Wq)), w.dtype)
-    if spread is None:
-        widen(dout, wide, Wq)
-    else:
-        _, divisor, clip = spread
-        _widen_spread(dout, w.dtype.type(divisor), dout if clip is None else clip,
-                      clip is not None, wide, H_out, W_out, Wq, vector_runs)
+    L = grid_length(H_out, W_out, Wq)
     partial = np.empty((-(-N // group), O, offsets.size + 1), dtype=w.dtype)
-    _weights(wide, xq, offsets, partial, group)
+    if spread is not None and not need_dx:     # each image spread just before its sums
+        _, divisor, clip = spread
+        wide = workspace.empty((numba.get_num_threads(), O, L), w.dtype)
+        _spread_weights(dout, w.dtype.type(divisor), dout if clip is None else clip,
+                        clip is not None, wide, xq, offsets, partial, group, H_out, W_out, Wq,
+                        vector_runs)
+    else:
+        wide = workspace.empty((N, O, L), w.dtype)
+        if spread is None:
+            widen(dout, wide, Wq)
+        else:
+            _, divisor, clip = spread
+            _widen_spread(dout, w.dtype.type(divisor), dout if clip is None else clip,
+                          clip is not None, wide, H_out, W_out, Wq, vector_runs)
+        _weights(wide, xq, offsets, partial, group)
     dwb = partial.sum(axis=0)
     dw = np.ascontiguousarray(dwb[:, :-1]).reshape(w.shape)
     db = np.ascontiguousarray(dwb[:, -1])
