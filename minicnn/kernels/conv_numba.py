@@ -338,7 +338,7 @@ def _col2im_image(block, b, dx_ph, n, KH, KW, stride_h, stride_w, dil_h, dil_w, 
 
 
 @kernel(parallel=True)
-def _gemm_forward(x_ph, wb, out, cols, outs, starts, positions, w_t, o_t, KH, KW, stride_h,
+def _gemm_forward(x_ph, wb, out, cols, outs, starts, positions, w_t, o_t, p_t, KH, KW, stride_h,
                   stride_w, dil_h, dil_w, H_out, W_out, vector_runs, relu, pooled, divisor, gemm,
                   set_threads):
     """out[n] (O, H_out·W_out) = wb (O, rows) @ [im2col(x[n]); 1] (rows, H_out·W_out), then
@@ -351,14 +351,17 @@ def _gemm_forward(x_ph, wb, out, cols, outs, starts, positions, w_t, o_t, KH, KW
     When ``positions`` has entries (then B = 1 and O <= ``tile_lanes.LANES``), out[n] is
     ``tile_lanes.tiled_rows``'s instead, read straight from x_ph without im2col (starts and
     positions: ``_tile_offsets``): w_t (K·LANES,) holds the weights transposed, o_t (threads,
-    HW·LANES) takes each image's output transposed."""
+    HW·LANES) takes each image's output transposed, p_t (threads, ⌊H_out/2⌋·⌊W_out/2⌋·LANES)
+    its pool's (``_finish_tiles``)."""
     O, rows = wb.shape
     HW = H_out * W_out
     N, B = x_ph.shape[0], cols.shape[2]
     one, zero = out.dtype.type(1), out.dtype.type(0)
     tiled = positions.shape[0] > 0
     has_bias = rows > starts.shape[0]
-    bias = np.ascontiguousarray(wb[:, rows - 1])
+    bias = np.zeros(tile_lanes.LANES if tiled else 0, wb.dtype)    # zeros past O
+    if tiled and has_bias:
+        bias[:O] = wb[:, rows - 1]
     image = x_ph.reshape(x_ph.size)
     u = np.uint64
     plane, width = u(x_ph[0].size), u(tile_lanes.LANES)
@@ -369,10 +372,10 @@ def _gemm_forward(x_ph, wb, out, cols, outs, starts, positions, w_t, o_t, KH, KW
         if tiled:
             sums = o_t[numba.get_thread_id()]
             tile_lanes.tiled_rows(sums, image, u(n0) * plane, positions, starts, w_t, O, False)
-            target = out[n0].reshape(O * HW)
-            for t0 in range(0, HW, tile_lanes.LANES):     # turned around, the bias added
-                tile_lanes.transpose(target, t0, HW, sums, u(t0) * width, width,
-                                     min(tile_lanes.LANES, HW - t0), O, bias, has_bias)
+            _finish_tiles(sums, O, bias, has_bias, relu, out[n0].reshape(O * HW), H_out, W_out,
+                          pooled[n0].reshape(pooled[n0].size) if pooled.shape[0] > 0 else w_t,
+                          pooled.shape[0] > 0, divisor, p_t[numba.get_thread_id()])
+            continue
         else:
             for b in range(nb):
                 _im2col_image(x_ph, n0 + b, buf, b, KH, KW, stride_h, stride_w, dil_h, dil_w,
@@ -394,6 +397,39 @@ def _gemm_forward(x_ph, wb, out, cols, outs, starts, positions, w_t, o_t, KH, KW
                 for c in range(O):
                     sum_2x2_plane(out[n0 + b, c].reshape((H_out, W_out)), pooled[n0 + b, c],
                                   divisor, zero)
+
+
+@helper()
+def _finish_tiles(sums, O, bias, has_bias, relu, out, H_out, W_out, pooled, pooling, divisor,
+                  pooled_t):
+    """One image's output from its tiles, sums (HW·LANES,) (the O channels side by side at each
+    position): + bias, max(·, 0) with ``relu`` (``clip_at_zero``'s ``0 if v <= 0 else v + 0``),
+    turned around into out (O·HW,); with ``pooling`` the sums of the 2×2 windows / divisor
+    into pooled (O·⌊H_out/2⌋·⌊W_out/2⌋,) in ``sum_2x2_plane``'s order, (((0 + a) + b) + c) + d,
+    LANES channels at a time (pooled_t, (⌊H_out/2⌋·⌊W_out/2⌋·LANES,), their buffer). The same
+    values as adding the bias, ``clip_at_zero`` and ``sum_2x2_plane`` on out, plane by plane."""
+    u = np.uint64
+    lanes = u(tile_lanes.LANES)
+    O, HW = u(O), u(H_out * W_out)
+    adding, clipping = u(1 if has_bias else 0), u(1 if relu else 0)
+    for t in range(HW):
+        tile_lanes.bias_relu_lanes(sums, t * lanes, bias, adding, clipping)
+    for t0 in range(u(0), HW, lanes):
+        tile_lanes.transpose(out, t0, HW, sums, t0 * lanes, lanes, min(lanes, HW - t0), O, bias,
+                             False)
+    if not pooling:
+        return
+    H_p, W_p = u(H_out // 2), u(W_out // 2)
+    for i in range(H_p):
+        for j in range(W_p):
+            a = (u(2) * i * u(W_out) + u(2) * j) * lanes
+            b = a + u(W_out) * lanes
+            tile_lanes.pool_lanes(pooled_t, (i * W_p + j) * lanes, sums, a, a + lanes, b,
+                                  b + lanes, divisor)
+    P = H_p * W_p
+    for t0 in range(u(0), P, lanes):
+        tile_lanes.transpose(pooled, t0, P, pooled_t, t0 * lanes, lanes, min(lanes, P - t0), O,
+                             bias, False)
 
 
 @helper()
@@ -673,12 +709,14 @@ def forward(x, w, b, stride, pads, dilation, relu=False, pool=False, need_cache=
         w_t = np.zeros((KH * KW * C if tiled else 0, tile_lanes.LANES), w.dtype)
         if tiled:
             w_t[:, :O] = w.reshape(O, -1).T
-        o_t = workspace.empty((threads if tiled else 0, HW * tile_lanes.LANES), w.dtype)
+        o_t = workspace.zeros((threads if tiled else 0, HW * tile_lanes.LANES), w.dtype)
+        p_t = workspace.empty((threads if tiled else 0,
+                               (H_out // 2) * (W_out // 2) * tile_lanes.LANES), w.dtype)
         cols = _buffers(threads, 0 if tiled else wb.shape[1], HW, w.dtype,
                         b is not None and not tiled, B)
         outs = workspace.empty((threads if B > 1 else 0, O, B, HW), w.dtype)
         with blas.one_thread_per_product():
-            _gemm_forward(x_ph, wb, flat, cols, outs, starts, positions, w_t.reshape(-1), o_t,
+            _gemm_forward(x_ph, wb, flat, cols, outs, starts, positions, w_t.reshape(-1), o_t, p_t,
                           *geometry, VECTOR_RUNS, relu,
                           _NO_IMAGES[w.dtype] if pooled is None else pooled,
                           w.dtype.type(divisor), blas.GEMM[w.dtype], blas.SET_THREADS_LOCAL)

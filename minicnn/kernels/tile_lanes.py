@@ -199,3 +199,49 @@ def transpose(target, at, target_step, source, start, source_step, rows, columns
         _transpose_lanes(target, at + j0 * target_step, target_step, source, start + j0,
                          source_step, rows, min(lanes, columns - j0), bias[j0:] if adding else bias,
                          u(1 if adding else 0))
+
+
+@intrinsic
+def bias_relu_lanes(typingctx, sums, at, bias, adding, relu):
+    """sums[at + l] := v + bias[l] when ``adding``, then ``0 if v <= 0 else v + 0`` when
+    ``relu`` (``clip_at_zero``'s), for LANES lanes l (both flags uint64, 0 or 1): one
+    position's LANES channels of a tiled output, in place."""
+    _check(sums, bias, at, adding, relu)
+
+    def codegen(context, builder, signature, args):
+        sums, at, bias, adding, relu = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        zeros = ir.Constant(vector, [0.0] * LANES)
+        to = _pointer(context, builder, kinds[0], sums, at, vector)
+        v = builder.load(to, align=align.constant)
+        shift = builder.load(_pointer(context, builder, kinds[2], bias, ir.Constant(_I64, 0),
+                                      vector), align=align.constant)
+        add = _splat_bit(builder, builder.icmp_unsigned("!=", adding, ir.Constant(_I64, 0)))
+        clip = _splat_bit(builder, builder.icmp_unsigned("!=", relu, ir.Constant(_I64, 0)))
+        v = builder.select(add, builder.fadd(v, shift), v)
+        low = builder.and_(clip, builder.fcmp_ordered("<=", v, zeros))
+        v = builder.select(low, zeros, builder.select(clip, builder.fadd(v, zeros), v))
+        builder.store(v, to, align=align.constant)
+    return types.void(sums, at, bias, adding, relu), codegen
+
+
+@intrinsic
+def pool_lanes(typingctx, target, at, source, first, second, third, fourth, divisor):
+    """target[at + l] := ((((0 + source[first + l]) + source[second + l]) + source[third + l])
+    + source[fourth + l]) / divisor for LANES lanes l (``sum_2x2_plane``'s order): one 2×2
+    window's LANES channels of a tiled output."""
+    _check(target, source, at, first, second, third, fourth)
+
+    def codegen(context, builder, signature, args):
+        target, at, source, first, second, third, fourth, divisor = args
+        kinds = signature.args
+        vector, align = _vector(context, kinds[0])
+        total = ir.Constant(vector, [0.0] * LANES)
+        for k in (first, second, third, fourth):
+            total = builder.fadd(total, builder.load(
+                _pointer(context, builder, kinds[2], source, k, vector), align=align.constant))
+        total = builder.fdiv(total, _splat_value(builder, vector, divisor))
+        builder.store(total, _pointer(context, builder, kinds[0], target, at, vector),
+                      align=align.constant)
+    return types.void(target, at, source, first, second, third, fourth, divisor), codegen
