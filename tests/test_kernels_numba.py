@@ -759,12 +759,15 @@ def test_the_serial_adam_kernel_is_vectorised(dtype):
     from minicnn.kernels import elementwise_numba
     fresh = numba.njit(error_model=jit.ERRORS)(elementwise_numba._adam.serial.py_func)
     arrays = [np.ones(1000, dtype) for _ in range(4)]
-    fresh(*arrays, *(dtype(x) for x in (0.1, 0.999, 0.001, 1e-3, 0.5, 1e-8, 0.0)))
+    fresh(*arrays, *(dtype(x) for x in (0.1, 0.999, 0.001, 1e-3, 0.5, 1e-8, 0.0, 1e-30)))
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert re.search(r"vsqrtp[sd]\s+%[yz]mm", asm), "the square roots are scalar"
 
 
-def adam_run(backend, dtype, weight_decay, steps=7):
+def adam_run(backend, dtype, weight_decay, steps=7, stopping=False):
+    """Adam's parameters and moments after ``steps`` steps of random gradients; ``stopping``:
+    one step of gradients of every magnitude down to the subnormal floats, then 39 of none,
+    so that the moments shrink below np.finfo(dtype).tiny, where they are stored as 0."""
     rng = np.random.default_rng(0)
     params = [mc.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in
               [(3, 4), (40000,), (5,)]]
@@ -772,10 +775,14 @@ def adam_run(backend, dtype, weight_decay, steps=7):
     frozen.trainable = False
     opt = optim.Adam(params + [frozen], lr=0.01, betas=(0.8, 0.99), eps=1e-6,
                      weight_decay=weight_decay)
+    smallest = np.log10(np.finfo(dtype).smallest_subnormal)
     with kernels.using(backend):
-        for _ in range(steps):
+        for step in range(40 if stopping else steps):
             for p in params + [frozen]:
                 p.grad = rng.standard_normal(p.shape).astype(dtype)
+                if stopping:
+                    p.grad *= (np.logspace(smallest, 0, p.size).astype(dtype).reshape(p.shape)
+                               if step == 0 else 0)
             opt.step()
     return [p.data for p in params + [frozen]] + [v for s in opt.state for v in s.values()
                                                    if isinstance(v, np.ndarray)]
@@ -783,8 +790,17 @@ def adam_run(backend, dtype, weight_decay, steps=7):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
-def test_numba_adam_equals_numpy(dtype, weight_decay):
-    ours, numpy = adam_run("numba", dtype, weight_decay), adam_run("fast", dtype, weight_decay)
+@pytest.mark.parametrize("stopping", [False, True], ids=["gradients", "gradients stop"])
+def test_numba_adam_equals_numpy(dtype, weight_decay, stopping):
+    ours = adam_run("numba", dtype, weight_decay, stopping=stopping)
+    numpy = adam_run("fast", dtype, weight_decay, stopping=stopping)
+    if stopping and weight_decay == 0:   # (with decay the gradient does not stop)
+        # some moments were flushed, or the comparison says nothing about it
+        tiny = np.finfo(dtype).tiny
+        m_unflushed = (np.logspace(np.log10(np.finfo(dtype).smallest_subnormal), 0, 40000)
+                       * 0.2 * 0.8 ** 39)
+        assert np.sum((m_unflushed > 0) & (m_unflushed < tiny)) > 100
+        assert np.sum(ours[6] == 0) > 100           # the (40000,) parameter's first moment
     assert len(ours) == len(numpy) == 4 + 2 * 3
     for a, b in zip(ours, numpy):
         assert a.dtype == dtype

@@ -147,6 +147,44 @@ def test_adam_matches_torch_with_a_learning_rate_schedule():
 
 
 @requires_torch
+def test_adam_stores_subnormal_moments_as_zero_and_otherwise_moves_as_torch():
+    """A weight whose gradient stops (behind a ReLU that no longer fires) keeps a first moment
+    m that shrinks by β1 a step, down through the subnormal floats (below np.finfo(dtype).tiny)
+    to 0. PyTorch keeps those values; minicnn's Adam stores 0 instead, as a processor's
+    flush-to-zero mode would. The step such an m makes (lr · m / ε at most) is far below the
+    weights' rounding, so the weights are PyTorch's.
+
+    One step of gradients 10^-315 .. 1 and then 59 steps of none: PyTorch's m and v end
+    normal, subnormal or 0 depending on the first gradient. The tolerance, 1e-12 relative
+    element by element: each of the 60 steps rounds m and v once or twice in each framework
+    (at most 2·60 roundings of 2^-53 apart, 1.3e-14), with room to spare."""
+    dtype = np.float64
+    tiny = np.finfo(dtype).tiny
+    first = np.logspace(-315, 0, 400)
+    start = np.random.default_rng(7).standard_normal(first.size)
+    ours = Parameter(start.copy())
+    opt = Adam([ours], lr=0.01, betas=(0.8, 0.99))
+    theirs = torch.tensor(start.copy(), requires_grad=True)
+    torch_opt = torch.optim.Adam([theirs], lr=0.01, betas=(0.8, 0.99))
+    for step in range(60):
+        g = first if step == 0 else np.zeros_like(first)
+        ours.grad = g.copy()
+        opt.step()
+        theirs.grad = torch.from_numpy(g.copy())
+        torch_opt.step()
+    for name in ("exp_avg", "exp_avg_sq"):
+        mine, torch_moment = opt.state[0][name], torch_opt.state[theirs][name].numpy()
+        subnormal = (torch_moment != 0) & (np.abs(torch_moment) < tiny)
+        # without subnormals in PyTorch's moments this test would show nothing
+        assert subnormal.sum() >= 5, f"{name}: PyTorch's moments hold no subnormal floats"
+        np.testing.assert_array_equal(mine[subnormal], 0, err_msg=f"{name}, where subnormal")
+        np.testing.assert_allclose(mine[~subnormal], torch_moment[~subnormal], rtol=1e-12,
+                                   atol=0, err_msg=f"{name}, where PyTorch's is normal or 0")
+    assert_close("weights after the steps", ours.data, theirs.detach().numpy(), rtol=1e-12)
+    assert np.abs(ours.data - start).max() > 1e-3        # the first step moved the weights
+
+
+@requires_torch
 @pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9),
                                   lambda ps: Adam(ps, lr=0.01)], ids=["SGD", "Adam"])
 def test_frozen_parameter_is_skipped_like_torch_skips_grad_none(make):

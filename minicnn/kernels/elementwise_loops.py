@@ -35,5 +35,8 @@ def adam_step(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,
     m += one_minus_beta1 * (g - m)          # torch: lerp, the same as β1·m + (1−β1)·g
     v *= beta2
     v += one_minus_beta2 * (g * g)
+    smallest = np.finfo(m.dtype).tiny      # subnormal moments are stored as 0 (optim.Adam)
+    m[np.abs(m) < smallest] = 0
+    v[v < smallest] = 0
     denom = np.sqrt(v) / sqrt_bias_correction2 + eps
     p -= step_size * (m / denom)

@@ -103,35 +103,42 @@ def relu_backward(dout, out):
 
 @helper(inline="always")
 def _adam_element(p, g, m, v, i, one_minus_beta1, beta2, one_minus_beta2, step_size,
-                  sqrt_bias_correction2, eps, weight_decay):
+                  sqrt_bias_correction2, eps, weight_decay, smallest):
     # the operations of optim.Adam._update, in its order and in p's dtype
     grad = g[i]
     if weight_decay != 0:
         grad = grad + weight_decay * p[i]
-    m[i] += one_minus_beta1 * (grad - m[i])
-    v[i] *= beta2
-    v[i] += one_minus_beta2 * (grad * grad)
+    zero = p.dtype.type(0)
+    # a moment below ``smallest`` (the dtype's smallest normal float) is stored as 0: on the
+    # subnormal floats below it every later step would run 10 to 100 times slower (optim.Adam)
+    moment = m[i] + one_minus_beta1 * (grad - m[i])
+    m[i] = zero if abs(moment) < smallest else moment
+    moment = v[i] * beta2
+    moment += one_minus_beta2 * (grad * grad)
+    v[i] = zero if moment < smallest else moment
     denom = np.sqrt(v[i]) / sqrt_bias_correction2 + eps
     p[i] -= step_size * (m[i] / denom)
 
 
 @kernel(parallel=True)
 def _adam(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,
-          sqrt_bias_correction2, eps, weight_decay):
+          sqrt_bias_correction2, eps, weight_decay, smallest):
     for i in prange(p.size):
         _adam_element(p, g, m, v, i, one_minus_beta1, beta2, one_minus_beta2, step_size,
-                      sqrt_bias_correction2, eps, weight_decay)
+                      sqrt_bias_correction2, eps, weight_decay, smallest)
 
 
 def adam_step(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, step_size,
               sqrt_bias_correction2, eps, weight_decay):
     """One Adam update of p (any shape) in place, with its gradient g and moments m, v (same
-    shape, dtype and contiguity). The scalars are Python floats; each is rounded to p's dtype
-    first, as NumPy does when it multiplies a float32 array by a Python float."""
+    shape, dtype and contiguity); a moment below np.finfo(dtype).tiny is stored as 0. The
+    scalars are Python floats; each is rounded to p's dtype first, as NumPy does when it
+    multiplies a float32 array by a Python float."""
     if not _same_layout(p, g, m, v):
         return elementwise_loops.adam_step(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2,
                                            step_size, sqrt_bias_correction2, eps, weight_decay)
     t = p.dtype.type
     _version(_adam, p.size)(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                             t(one_minus_beta1), t(beta2), t(one_minus_beta2), t(step_size),
-                            t(sqrt_bias_correction2), t(eps), t(weight_decay))
+                            t(sqrt_bias_correction2), t(eps), t(weight_decay),
+                            np.finfo(p.dtype).tiny)
